@@ -1,0 +1,43 @@
+// The x86 guest physical address map that flint presents. One place, so the
+// boot loaders, ACPI tables, e820 map and devices agree.
+#pragma once
+
+#include <cstdint>
+
+namespace flint::layout {
+
+// Low memory, below 1 MiB.
+inline constexpr uint64_t kBootGdt = 0x500;          // boot GDT (null, code64, data, code32)
+inline constexpr uint64_t kPvhStartInfo = 0x6000;    // hvm_start_info + module list
+inline constexpr uint64_t kPvhMemmap = 0x6800;       // hvm_memmap_table_entry[]
+inline constexpr uint64_t kZeroPage = 0x7000;        // Linux boot_params
+inline constexpr uint64_t kPml4 = 0x9000;            // identity page tables for 64-bit entry
+inline constexpr uint64_t kPdpt = 0xa000;
+inline constexpr uint64_t kPd = 0xb000;              // 4 pages: 4 GiB in 2 MiB pages
+inline constexpr uint64_t kCmdline = 0x20000;
+inline constexpr uint64_t kCmdlineMax = 0x10000;     // 64 KiB incl. NUL
+inline constexpr uint64_t kEbdaStart = 0x9fc00;      // e820: RAM ends here below 1 MiB
+inline constexpr uint64_t kAcpiStart = 0xe0000;      // ACPI tables; RSDP first (BIOS scan area)
+inline constexpr uint64_t kAcpiEnd = 0x100000;
+inline constexpr uint64_t kHighMemory = 0x100000;    // 1 MiB: kernels load here or above
+
+// The 32-bit MMIO hole: RAM stops at kMmioHoleStart and resumes at 4 GiB.
+inline constexpr uint64_t kMmioHoleStart = 0xc0000000;
+inline constexpr uint64_t kFourGiB = 0x100000000ull;
+inline constexpr uint64_t kIoapicBase = 0xfec00000;
+inline constexpr uint64_t kLapicBase = 0xfee00000;
+
+// Port I/O.
+inline constexpr uint16_t kPortCmos = 0x70;          // 0x70-0x71
+inline constexpr uint16_t kPortI8042 = 0x60;         // 0x60 and 0x64
+inline constexpr uint16_t kPortDebugExit = 0xf4;     // QEMU isa-debug-exit compatible
+inline constexpr uint16_t kPortCom1 = 0x3f8;         // 0x3f8-0x3ff, IRQ 4
+inline constexpr uint16_t kPortAcpiPm = 0x600;       // hardware-reduced sleep control/status
+inline constexpr uint8_t kCom1Irq = 4;
+
+// ACPI sleep control register values (hardware-reduced ACPI, ACPI 6 §4.8.3.7).
+inline constexpr uint8_t kSlpEn = 1 << 5;
+inline constexpr uint8_t kSlpTypShift = 2;
+inline constexpr uint8_t kS5SlpTyp = 5;
+
+}  // namespace flint::layout

@@ -1,0 +1,167 @@
+// flint: one process per VM. Parses the command line, reads the images,
+// opens /dev/kvm, and runs the VM until it stops; the exit status says why.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "tests/guest/embedded_guest.h"
+#include "vmm/boot/file.h"
+#include "vmm/cli.h"
+#include "vmm/console.h"
+#include "vmm/kvm/kvm.h"
+#include "vmm/kvm/unique_fd.h"
+#include "vmm/vm.h"
+
+namespace flint {
+namespace {
+
+constexpr uint64_t kMaxKernelBytes = 512ull << 20;
+constexpr const char* kDefaultLinuxCmdline = "console=ttyS0 reboot=k panic=1";
+constexpr const char* kDefaultDemoCmdline = "flint.prog=demo";
+
+int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+// Resident set size of this process, from /proc/self/statm.
+uint64_t ProcessRssBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long size = 0, resident = 0;
+  int n = std::fscanf(f, "%lu %lu", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+int Fail(int status, const absl::Status& s) {
+  std::fprintf(stderr, "flint: %s\n", std::string(s.message()).c_str());
+  return status;
+}
+
+int RunVm(const RunOptions& opts, int64_t start_ns) {
+  std::vector<uint8_t> kernel_file, initrd_file;
+  std::span<const uint8_t> kernel = EmbeddedGuestImage();
+  if (!opts.kernel_path.empty()) {
+    absl::StatusOr<std::vector<uint8_t>> k = ReadWholeFile(opts.kernel_path, kMaxKernelBytes);
+    if (!k.ok()) return Fail(kExitUsage, k.status());
+    kernel_file = std::move(*k);
+    kernel = kernel_file;
+  }
+  if (!opts.initrd_path.empty()) {
+    absl::StatusOr<std::vector<uint8_t>> r = ReadWholeFile(opts.initrd_path, opts.memory_bytes);
+    if (!r.ok()) return Fail(kExitUsage, r.status());
+    initrd_file = std::move(*r);
+  }
+  UniqueFd serial_file;
+  if (!opts.serial_file.empty()) {
+    int fd = open(opts.serial_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      return Fail(kExitUsage, ErrnoStatus(errno, "opening serial output " + opts.serial_file));
+    }
+    serial_file.reset(fd);
+  }
+
+  absl::StatusOr<Kvm> kvm = Kvm::Open();
+  if (!kvm.ok()) return Fail(kExitHostError, kvm.status());
+
+  // SIGINT/SIGTERM are taken through a signalfd by this thread only; the
+  // vCPU threads inherit the blocked mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  UniqueFd sigfd(signalfd(-1, &stop_signals, SFD_CLOEXEC));
+  if (!sigfd.valid()) return Fail(kExitHostError, ErrnoStatus(errno, "signalfd"));
+
+  VmConfig config;
+  config.cpus = opts.cpus;
+  config.memory_bytes = opts.memory_bytes;
+  config.backing = opts.backing;
+  config.kernel = kernel;
+  config.initrd = initrd_file;
+  config.cmdline = opts.cmdline.value_or(opts.kernel_path.empty() ? kDefaultDemoCmdline
+                                                                  : kDefaultLinuxCmdline);
+  config.serial_out_fd = serial_file.valid() ? serial_file.get() : STDOUT_FILENO;
+  config.ioeventfd_sink_port = opts.ioeventfd_sink_port;
+
+  for (;;) {
+    absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::Create(*kvm, config);
+    if (!vm.ok()) return Fail(kExitHostError, vm.status());
+    ConsoleInput console;
+    if (absl::Status s = console.Start(STDIN_FILENO, (*vm)->serial()); !s.ok()) {
+      return Fail(kExitHostError, s);
+    }
+    if (absl::Status s = (*vm)->Start(); !s.ok()) return Fail(kExitHostError, s);
+
+    pollfd fds[2] = {{sigfd.get(), POLLIN, 0}, {(*vm)->stop_fd(), POLLIN, 0}};
+    for (;;) {
+      int n = poll(fds, 2, -1);
+      if (n < 0 && errno == EINTR) continue;
+      if (fds[1].revents & POLLIN) break;
+      if (fds[0].revents & POLLIN) {
+        signalfd_siginfo si{};
+        (void)!read(sigfd.get(), &si, sizeof(si));
+        (*vm)->RequestStop(StopReason{StopKind::kSignal, kExitSignal,
+                                      absl::StrFormat("stopped by signal %u", si.ssi_signo)});
+      }
+    }
+    StopReason reason = (*vm)->Wait();
+    console.Stop();
+    if (opts.stats) {
+      std::fprintf(stderr, "%s", (*vm)->Stats().Format().c_str());
+      uint64_t rss = ProcessRssBytes(), guest = (*vm)->ResidentGuestBytes();
+      std::fprintf(stderr,
+                   "startup: %.3f ms from main() to the first KVM_RUN\n"
+                   "memory: rss %llu KiB = guest-touched %llu KiB + flint %llu KiB\n",
+                   ((*vm)->first_run_ns() - start_ns) / 1e6,
+                   static_cast<unsigned long long>(rss >> 10),
+                   static_cast<unsigned long long>(guest >> 10),
+                   static_cast<unsigned long long>((rss > guest ? rss - guest : 0) >> 10));
+    }
+    start_ns = MonotonicNs();
+    if (reason.kind == StopKind::kReset && opts.reboot) {
+      std::fprintf(stderr, "flint: %s; rebooting\n", reason.detail.c_str());
+      continue;
+    }
+    if (reason.kind != StopKind::kDebugExit) {
+      std::fprintf(stderr, "flint: VM stopped (%s): %s\n", StopKindName(reason.kind),
+                   reason.detail.c_str());
+    }
+    return reason.exit_status;
+  }
+}
+
+}  // namespace
+}  // namespace flint
+
+int main(int argc, char** argv) {
+  const int64_t start_ns = flint::MonotonicNs();
+  std::vector<std::string> args(argv + 1, argv + argc);
+  absl::StatusOr<flint::Command> cmd = flint::ParseCommandLine(args);
+  if (!cmd.ok()) {
+    std::fprintf(stderr, "flint: %s\n", std::string(cmd.status().message()).c_str());
+    return flint::kExitUsage;
+  }
+  switch (cmd->kind) {
+    case flint::Command::Kind::kHelp:
+      std::fputs(flint::UsageText().c_str(), stdout);
+      return 0;
+    case flint::Command::Kind::kVersion:
+      std::puts("flint " FLINT_VERSION);
+      return 0;
+    case flint::Command::Kind::kRun:
+      return flint::RunVm(cmd->run, start_ns);
+  }
+  return flint::kExitUsage;
+}
