@@ -10,12 +10,19 @@
 namespace flint {
 namespace {
 
+// Decimal, or hexadecimal with a 0x prefix (ports and addresses).
 absl::StatusOr<uint64_t> ParseUint(std::string_view flag, std::string_view text) {
   uint64_t v = 0;
-  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
+  int base = 10;
+  std::string_view digits = text;
+  if (digits.size() > 2 && digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X')) {
+    base = 16;
+    digits.remove_prefix(2);
+  }
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v, base);
+  if (digits.empty() || ec != std::errc() || ptr != digits.data() + digits.size()) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("%s expects a whole number, got '%s'", flag, text));
+        absl::StrFormat("%s expects a whole number (decimal or 0x hex), got '%s'", flag, text));
   }
   return v;
 }

@@ -33,14 +33,25 @@ int64_t MonotonicNs() {
   return ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
 
-// Resident set size of this process, from /proc/self/statm.
-uint64_t ProcessRssBytes() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return 0;
-  unsigned long size = 0, resident = 0;
-  int n = std::fscanf(f, "%lu %lu", &size, &resident);
+// This process's resident memory, from /proc/self/smaps_rollup (kB fields).
+struct ProcessMemory {
+  uint64_t rss = 0;        // everything resident
+  uint64_t anon_shmem = 0; // anonymous + shmem (memfd) pages: guest RAM and flint's heap/stacks
+};
+
+ProcessMemory ReadProcessMemory() {
+  ProcessMemory m;
+  FILE* f = std::fopen("/proc/self/smaps_rollup", "r");
+  if (f == nullptr) return m;
+  char line[256];
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    unsigned long long kb = 0;
+    if (std::sscanf(line, "Rss: %llu kB", &kb) == 1) m.rss = kb << 10;
+    if (std::sscanf(line, "Anonymous: %llu kB", &kb) == 1) m.anon_shmem += kb << 10;
+    if (std::sscanf(line, "Pss_Shmem: %llu kB", &kb) == 1) m.anon_shmem += kb << 10;
+  }
   std::fclose(f);
-  return n == 2 ? resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+  return m;
 }
 
 int Fail(int status, const absl::Status& s) {
@@ -48,20 +59,38 @@ int Fail(int status, const absl::Status& s) {
   return status;
 }
 
-int RunVm(const RunOptions& opts, int64_t start_ns) {
+// The kernel and initrd files, read for one boot. They are copied into guest
+// memory while the VM is built and released right after, so a large kernel
+// does not stay in flint's RSS; a reboot reads them again.
+struct BootImages {
   std::vector<uint8_t> kernel_file, initrd_file;
-  std::span<const uint8_t> kernel = EmbeddedGuestImage();
-  if (!opts.kernel_path.empty()) {
-    absl::StatusOr<std::vector<uint8_t>> k = ReadWholeFile(opts.kernel_path, kMaxKernelBytes);
-    if (!k.ok()) return Fail(kExitUsage, k.status());
-    kernel_file = std::move(*k);
-    kernel = kernel_file;
+  std::span<const uint8_t> kernel;
+
+  absl::Status Load(const RunOptions& opts) {
+    kernel = EmbeddedGuestImage();
+    if (!opts.kernel_path.empty()) {
+      absl::StatusOr<std::vector<uint8_t>> k = ReadWholeFile(opts.kernel_path, kMaxKernelBytes);
+      if (!k.ok()) return k.status();
+      kernel_file = std::move(*k);
+      kernel = kernel_file;
+    }
+    if (!opts.initrd_path.empty()) {
+      absl::StatusOr<std::vector<uint8_t>> r = ReadWholeFile(opts.initrd_path, opts.memory_bytes);
+      if (!r.ok()) return r.status();
+      initrd_file = std::move(*r);
+    }
+    return absl::OkStatus();
   }
-  if (!opts.initrd_path.empty()) {
-    absl::StatusOr<std::vector<uint8_t>> r = ReadWholeFile(opts.initrd_path, opts.memory_bytes);
-    if (!r.ok()) return Fail(kExitUsage, r.status());
-    initrd_file = std::move(*r);
+  void Release() {
+    kernel = {};
+    std::vector<uint8_t>().swap(kernel_file);
+    std::vector<uint8_t>().swap(initrd_file);
   }
+};
+
+int RunVm(const RunOptions& opts, int64_t start_ns) {
+  BootImages images;
+  if (absl::Status s = images.Load(opts); !s.ok()) return Fail(kExitUsage, s);
   UniqueFd serial_file;
   if (!opts.serial_file.empty()) {
     int fd = open(opts.serial_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -88,15 +117,21 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
   config.cpus = opts.cpus;
   config.memory_bytes = opts.memory_bytes;
   config.backing = opts.backing;
-  config.kernel = kernel;
-  config.initrd = initrd_file;
   config.cmdline = opts.cmdline.value_or(opts.kernel_path.empty() ? kDefaultDemoCmdline
                                                                   : kDefaultLinuxCmdline);
   config.serial_out_fd = serial_file.valid() ? serial_file.get() : STDOUT_FILENO;
   config.ioeventfd_sink_port = opts.ioeventfd_sink_port;
 
-  for (;;) {
+  for (bool first = true;; first = false) {
+    if (!first) {
+      if (absl::Status s = images.Load(opts); !s.ok()) return Fail(kExitUsage, s);
+    }
+    config.kernel = images.kernel;
+    config.initrd = images.initrd_file;
     absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::Create(*kvm, config);
+    images.Release();
+    config.kernel = {};
+    config.initrd = {};
     if (!vm.ok()) return Fail(kExitHostError, vm.status());
     ConsoleInput console;
     if (absl::Status s = console.Start(STDIN_FILENO, (*vm)->serial()); !s.ok()) {
@@ -120,14 +155,22 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
     console.Stop();
     if (opts.stats) {
       std::fprintf(stderr, "%s", (*vm)->Stats().Format().c_str());
-      uint64_t rss = ProcessRssBytes(), guest = (*vm)->ResidentGuestBytes();
+      // flint's own cost per VM is its private memory; code pages of
+      // flint and its libraries are file-backed and shared by every flint
+      // process on the host, so they are reported apart.
+      const ProcessMemory pm = ReadProcessMemory();
+      const uint64_t guest = (*vm)->ResidentGuestBytes();
+      const uint64_t own = pm.anon_shmem > guest ? pm.anon_shmem - guest : 0;
+      const uint64_t file = pm.rss > pm.anon_shmem ? pm.rss - pm.anon_shmem : 0;
       std::fprintf(stderr,
                    "startup: %.3f ms from main() to the first KVM_RUN\n"
-                   "memory: rss %llu KiB = guest-touched %llu KiB + flint %llu KiB\n",
+                   "memory: rss %llu KiB = guest-touched %llu KiB + flint private %llu KiB"
+                   " + file-backed code %llu KiB (shared between flint processes)\n",
                    ((*vm)->first_run_ns() - start_ns) / 1e6,
-                   static_cast<unsigned long long>(rss >> 10),
+                   static_cast<unsigned long long>(pm.rss >> 10),
                    static_cast<unsigned long long>(guest >> 10),
-                   static_cast<unsigned long long>((rss > guest ? rss - guest : 0) >> 10));
+                   static_cast<unsigned long long>(own >> 10),
+                   static_cast<unsigned long long>(file >> 10));
     }
     start_ns = MonotonicNs();
     if (reason.kind == StopKind::kReset && opts.reboot) {

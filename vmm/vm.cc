@@ -166,9 +166,9 @@ absl::Status Vm::Build(const Kvm& kvm) {
     if (i == 0) {
       if (absl::Status s = SetBootRegisters(*vcpu, boot_entry_); !s.ok()) return s;
     }
-    auto slot = std::make_unique<VcpuSlot>(VcpuSlot{std::move(*vcpu), nullptr, {}, {}});
-    slot->stats = std::make_unique<VcpuExitStats>(pio_.size(), mmio_.size());
-    vcpus_.push_back(std::move(slot));
+    auto vslot = std::make_unique<VcpuSlot>(VcpuSlot{std::move(*vcpu), nullptr, {}, {}});
+    vslot->stats = std::make_unique<VcpuExitStats>(pio_.size(), mmio_.size());
+    vcpus_.push_back(std::move(vslot));
   }
   return absl::OkStatus();
 }
@@ -183,10 +183,17 @@ Vm::~Vm() {
 absl::Status Vm::Start() {
   if (started_) return absl::FailedPreconditionError("VM already started");
   InstallKickHandler();
+  // Every vCPU thread waits for mu_ before its first KVM_RUN, so all thread
+  // handles are stored before any guest code can ask for a stop (a guest may
+  // exit within microseconds, and KickAll signals every handle).
+  absl::MutexLock l(&mu_);
   started_ = true;
   for (auto& slot : vcpus_) {
     VcpuSlot* s = slot.get();
-    s->runner = std::thread([this, s] { VcpuLoop(*s); });
+    s->runner = std::thread([this, s] {
+      { absl::MutexLock start(&mu_); }
+      VcpuLoop(*s);
+    });
     s->thread = s->runner.native_handle();
     std::string name = absl::StrFormat("flint-vcpu%u", s->vcpu.id());
     pthread_setname_np(s->thread, name.c_str());

@@ -22,7 +22,7 @@ int64_t NowMs() {
 }  // namespace
 
 ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& stdin_data,
-                         int timeout_ms) {
+                         int timeout_ms, const std::string& stop_when) {
   ProcessResult res;
   int in[2], out[2], err[2];
   if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) return res;
@@ -44,7 +44,7 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string
   if (!stdin_data.empty()) (void)!write(in[1], stdin_data.data(), stdin_data.size());
   close(in[1]);
   int64_t deadline = NowMs() + timeout_ms;
-  bool out_open = true, err_open = true;
+  bool out_open = true, err_open = true, stop_sent = false;
   char buf[4096];
   while (out_open || err_open) {
     int64_t left = deadline - NowMs();
@@ -63,6 +63,11 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string
         (i == 0 ? out_open : err_open) = false;
       } else {
         (i == 0 ? res.out : res.err).append(buf, static_cast<size_t>(r));
+      }
+      if (!stop_when.empty() && !stop_sent && res.out.find(stop_when) != std::string::npos) {
+        kill(pid, SIGTERM);  // seen what the test waits for: stop, keep draining
+        stop_sent = true;
+        res.stopped = true;
       }
     }
   }

@@ -35,6 +35,14 @@ TEST(Cli, ParsesEveryOption) {
   EXPECT_TRUE(Parse({"run", "--cmdline", ""}).ok());  // an empty command line is legitimate
 }
 
+TEST(Cli, IoeventfdSinkTakesDecimalOrHex) {
+  EXPECT_EQ(*Parse({"run", "--ioeventfd-sink", "0x5f0"})->run.ioeventfd_sink_port, 0x5f0);
+  EXPECT_EQ(*Parse({"run", "--ioeventfd-sink", "1520"})->run.ioeventfd_sink_port, 1520);
+  EXPECT_FALSE(Parse({"run", "--ioeventfd-sink", "0x10000"}).ok());
+  EXPECT_FALSE(Parse({"run", "--ioeventfd-sink", "0x"}).ok());
+  EXPECT_FALSE(Parse({"run", "--ioeventfd-sink", "0xfg"}).ok());
+}
+
 TEST(Cli, HelpAndVersion) {
   EXPECT_EQ(Parse({"--help"})->kind, Command::Kind::kHelp);
   EXPECT_EQ(Parse({"run", "--cpus", "2", "--help"})->kind, Command::Kind::kHelp);

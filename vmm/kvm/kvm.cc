@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "vmm/kvm/abi.h"
 
 namespace flint {
 
@@ -111,13 +112,16 @@ absl::Status Kvm::RequireExtension(long cap, const char* name) const {
 absl::StatusOr<std::vector<kvm_cpuid_entry2>> Kvm::GetSupportedCpuid() const {
   // KVM returns E2BIG until the buffer is large enough.
   for (uint32_t n = 128; n <= 4096; n *= 2) {
-    size_t bytes = sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2);
+    size_t bytes = sizeof(kvm_abi::Cpuid2Header) + n * sizeof(kvm_cpuid_entry2);
     auto buf = std::make_unique<uint8_t[]>(bytes);
     std::memset(buf.get(), 0, bytes);
-    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
+    auto* c = reinterpret_cast<kvm_abi::Cpuid2Header*>(buf.get());
     c->nent = n;
-    if (Ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, c) == 0) {
-      return std::vector<kvm_cpuid_entry2>(c->entries, c->entries + c->nent);
+    if (Ioctl(fd_.get(), kvm_abi::kGetSupportedCpuid, c) == 0) {
+      if (c->nent > n) return absl::InternalError("KVM_GET_SUPPORTED_CPUID returned too many entries");
+      std::vector<kvm_cpuid_entry2> out(c->nent);
+      std::memcpy(out.data(), buf.get() + sizeof(*c), c->nent * sizeof(kvm_cpuid_entry2));
+      return out;
     }
     if (errno != E2BIG) return ErrnoStatus(errno, "KVM_GET_SUPPORTED_CPUID");
   }
@@ -307,24 +311,24 @@ absl::Status KvmVcpu::SetFpu(const kvm_fpu& fpu) const {
 }
 
 absl::Status KvmVcpu::SetCpuid(const std::vector<kvm_cpuid_entry2>& entries) const {
-  size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
+  size_t bytes = sizeof(kvm_abi::Cpuid2Header) + entries.size() * sizeof(kvm_cpuid_entry2);
   auto buf = std::make_unique<uint8_t[]>(bytes);
   std::memset(buf.get(), 0, bytes);
-  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.get());
+  auto* c = reinterpret_cast<kvm_abi::Cpuid2Header*>(buf.get());
   c->nent = static_cast<uint32_t>(entries.size());
-  std::memcpy(c->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  if (Ioctl(fd_.get(), KVM_SET_CPUID2, c) != 0) return ErrnoStatus(errno, "KVM_SET_CPUID2");
+  std::memcpy(buf.get() + sizeof(*c), entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  if (Ioctl(fd_.get(), kvm_abi::kSetCpuid2, c) != 0) return ErrnoStatus(errno, "KVM_SET_CPUID2");
   return absl::OkStatus();
 }
 
 absl::Status KvmVcpu::SetMsrs(const std::vector<kvm_msr_entry>& msrs) const {
-  size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
+  size_t bytes = sizeof(kvm_abi::MsrsHeader) + msrs.size() * sizeof(kvm_msr_entry);
   auto buf = std::make_unique<uint8_t[]>(bytes);
   std::memset(buf.get(), 0, bytes);
-  auto* m = reinterpret_cast<kvm_msrs*>(buf.get());
+  auto* m = reinterpret_cast<kvm_abi::MsrsHeader*>(buf.get());
   m->nmsrs = static_cast<uint32_t>(msrs.size());
-  std::memcpy(m->entries, msrs.data(), msrs.size() * sizeof(kvm_msr_entry));
-  int n = Ioctl(fd_.get(), KVM_SET_MSRS, m);
+  std::memcpy(buf.get() + sizeof(*m), msrs.data(), msrs.size() * sizeof(kvm_msr_entry));
+  int n = Ioctl(fd_.get(), kvm_abi::kSetMsrs, m);
   if (n < 0) return ErrnoStatus(errno, "KVM_SET_MSRS");
   if (static_cast<size_t>(n) != msrs.size()) {
     return absl::FailedPreconditionError(

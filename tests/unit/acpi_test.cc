@@ -1,0 +1,511 @@
+// ACPI tables: structure checks on the bytes flint writes into guest memory,
+// the AML encoder's corner cases, and (when ACPICA's tools are installed) an
+// independent validation by iasl's disassembler and acpiexec's interpreter.
+#include "vmm/acpi/tables.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "vmm/acpi/aml.h"
+#include "vmm/acpi/resource_template.h"
+#include "vmm/acpi/sdt.h"
+#include "vmm/guest_memory.h"
+#include "vmm/layout.h"
+#include "vmm/vm_config.h"
+
+namespace flint {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr uint64_t kMiB = 1ull << 20;
+using Bytes = std::vector<uint8_t>;
+
+template <typename T>
+T Get(const Bytes& b, size_t off) {
+  T v{};
+  EXPECT_LE(off + sizeof(T), b.size()) << "read past the end of a table";
+  if (off + sizeof(T) <= b.size()) std::memcpy(&v, b.data() + off, sizeof(T));
+  return v;
+}
+
+std::string Text(const Bytes& b, size_t off, size_t len) {
+  return std::string(b.begin() + static_cast<ptrdiff_t>(off),
+                     b.begin() + static_cast<ptrdiff_t>(off + len));
+}
+
+uint8_t Sum(const Bytes& b) {
+  uint8_t s = 0;
+  for (uint8_t x : b) s = static_cast<uint8_t>(s + x);
+  return s;
+}
+
+// Offset of the first occurrence of `needle` in `hay`, or npos.
+size_t Find(const Bytes& hay, const Bytes& needle, size_t from = 0) {
+  auto it = std::search(hay.begin() + static_cast<ptrdiff_t>(from), hay.end(), needle.begin(),
+                        needle.end());
+  return it == hay.end() ? std::string::npos : static_cast<size_t>(it - hay.begin());
+}
+
+Bytes Ascii(std::string_view s) { return Bytes(s.begin(), s.end()); }
+
+GuestMemory TwoMiB() {
+  absl::StatusOr<GuestMemory> mem = GuestMemory::Create({{0, 2 * kMiB}});
+  EXPECT_TRUE(mem.ok()) << mem.status();
+  return std::move(*mem);
+}
+
+// Reads the tables back the way a guest finds them: RSDP → XSDT → tables.
+class AcpiTablesTest : public testing::TestWithParam<uint32_t> {
+ protected:
+  void SetUp() override {
+    mem_ = TwoMiB();
+    absl::StatusOr<uint64_t> rsdp = WriteAcpiTables(mem_, AcpiConfig{.num_cpus = GetParam()});
+    ASSERT_TRUE(rsdp.ok()) << rsdp.status();
+    rsdp_gpa_ = *rsdp;
+    rsdp_ = Read(rsdp_gpa_, 36);
+    xsdt_gpa_ = Get<uint64_t>(rsdp_, 24);
+    xsdt_ = Table(xsdt_gpa_);
+    for (size_t off = 36; off + 8 <= xsdt_.size(); off += 8) {
+      uint64_t gpa = Get<uint64_t>(xsdt_, off);
+      Bytes t = Table(gpa);
+      std::string sig = Text(t, 0, 4);
+      EXPECT_EQ(gpas_.count(sig), 0u) << "XSDT lists " << sig << " twice";
+      gpas_[sig] = gpa;
+      tables_[sig] = std::move(t);
+    }
+    ASSERT_EQ(tables_.count("FACP"), 1u);
+    ASSERT_EQ(tables_.count("APIC"), 1u);
+    fadt_ = tables_["FACP"];
+    madt_ = tables_["APIC"];
+    ASSERT_EQ(fadt_.size(), 276u);
+    dsdt_gpa_ = Get<uint64_t>(fadt_, 140);
+    dsdt_ = Table(dsdt_gpa_);
+  }
+
+  Bytes Read(uint64_t gpa, size_t len) const {
+    Bytes b(len);
+    absl::Status s = mem_.Read(gpa, b.data(), len);
+    EXPECT_TRUE(s.ok()) << s;
+    return b;
+  }
+  // A whole SDT, sized by its own length field.
+  Bytes Table(uint64_t gpa) const {
+    Bytes header = Read(gpa, 36);
+    uint32_t len = Get<uint32_t>(header, 4);
+    EXPECT_GE(len, 36u);
+    EXPECT_LE(gpa + len, layout::kAcpiEnd) << "table at " << gpa << " leaves the ACPI window";
+    return Read(gpa, std::max<uint32_t>(len, 36));
+  }
+
+  GuestMemory mem_;
+  uint64_t rsdp_gpa_ = 0, xsdt_gpa_ = 0, dsdt_gpa_ = 0;
+  Bytes rsdp_, xsdt_, fadt_, madt_, dsdt_;
+  std::map<std::string, uint64_t> gpas_;
+  std::map<std::string, Bytes> tables_;
+};
+
+TEST_P(AcpiTablesTest, RsdpIsInTheBiosScanAreaWithBothChecksums) {
+  EXPECT_EQ(rsdp_gpa_, layout::kAcpiStart);
+  EXPECT_EQ(rsdp_gpa_ % 16, 0u);
+  EXPECT_EQ(Text(rsdp_, 0, 8), "RSD PTR ");
+  EXPECT_EQ(Sum(Bytes(rsdp_.begin(), rsdp_.begin() + 20)), 0) << "ACPI 1.0 checksum";
+  EXPECT_EQ(Sum(rsdp_), 0) << "extended checksum";
+  EXPECT_EQ(Text(rsdp_, 9, 6), "FLINT ");
+  EXPECT_EQ(rsdp_[15], 2) << "revision";
+  EXPECT_EQ(Get<uint32_t>(rsdp_, 16), 0u) << "no RSDT";
+  EXPECT_EQ(Get<uint32_t>(rsdp_, 20), 36u) << "length";
+  EXPECT_EQ(Text(xsdt_, 0, 4), "XSDT");
+}
+
+TEST_P(AcpiTablesTest, XsdtListsExactlyFadtAndMadt) {
+  EXPECT_EQ(xsdt_.size(), 36u + 2 * 8);
+  EXPECT_EQ(gpas_.size(), 2u);
+  EXPECT_EQ(gpas_.count("FACP"), 1u);
+  EXPECT_EQ(gpas_.count("APIC"), 1u);
+}
+
+TEST_P(AcpiTablesTest, EveryTableHasItsLengthChecksumAndIds) {
+  std::map<std::string, Bytes> all = tables_;
+  all["XSDT"] = xsdt_;
+  all["DSDT"] = dsdt_;
+  for (const auto& [sig, t] : all) {
+    SCOPED_TRACE(sig);
+    EXPECT_EQ(Text(t, 0, 4), sig);
+    EXPECT_EQ(Get<uint32_t>(t, 4), t.size());
+    EXPECT_EQ(Sum(t), 0) << "checksum";
+    EXPECT_EQ(Text(t, 10, 6), "FLINT ");
+    EXPECT_EQ(Text(t, 16, 8), "FLINTVM ");
+    EXPECT_EQ(Text(t, 28, 4), "FLNT");
+  }
+  EXPECT_EQ(xsdt_[8], 1) << "XSDT revision";
+  EXPECT_EQ(fadt_[8], 6) << "FADT revision";
+  EXPECT_EQ(dsdt_[8], 2) << "DSDT revision (64-bit AML integers)";
+  EXPECT_EQ(madt_[8], 5) << "MADT revision";
+}
+
+TEST_P(AcpiTablesTest, TablesAreAlignedDisjointAndInsideTheWindow) {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges = {
+      {rsdp_gpa_, 36}, {xsdt_gpa_, xsdt_.size()}, {dsdt_gpa_, dsdt_.size()}};
+  for (const auto& [sig, gpa] : gpas_) ranges.push_back({gpa, tables_[sig].size()});
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    EXPECT_EQ(ranges[i].first % 16, 0u);
+    EXPECT_GE(ranges[i].first, layout::kAcpiStart);
+    EXPECT_LE(ranges[i].first + ranges[i].second, layout::kAcpiEnd);
+    if (i > 0) {
+      EXPECT_GE(ranges[i].first, ranges[i - 1].first + ranges[i - 1].second);
+    }
+  }
+}
+
+TEST_P(AcpiTablesTest, FadtIsHardwareReducedWithTheSleepRegisters) {
+  uint32_t flags = Get<uint32_t>(fadt_, 112);
+  EXPECT_TRUE(flags & (1u << 20)) << "HW_REDUCED_ACPI";
+  EXPECT_FALSE(flags & (1u << 10)) << "no RESET_REG";
+  EXPECT_EQ(fadt_[131], 3) << "minor revision";
+  uint16_t boot_arch = Get<uint16_t>(fadt_, 109);
+  EXPECT_TRUE(boot_arch & (1u << 2)) << "VGA not present";
+  EXPECT_FALSE(boot_arch & (1u << 3)) << "MSI must stay supported";
+  EXPECT_FALSE(boot_arch & (1u << 5)) << "the CMOS RTC at 0x70 exists";
+  EXPECT_EQ(Get<uint64_t>(fadt_, 132), 0u) << "no FACS";
+  EXPECT_EQ(Get<uint32_t>(fadt_, 36), 0u) << "no FACS";
+  EXPECT_EQ(Get<uint32_t>(fadt_, 40), dsdt_gpa_) << "32-bit DSDT agrees with X_DSDT";
+  EXPECT_EQ(Text(dsdt_, 0, 4), "DSDT");
+  // SLEEP_CONTROL_REG and SLEEP_STATUS_REG: SystemIO, 8 bits, byte access.
+  for (auto [off, port] : {std::pair<size_t, uint64_t>{244, 0x600}, {256, 0x601}}) {
+    SCOPED_TRACE(off);
+    EXPECT_EQ(fadt_[off], 1) << "SystemIO";
+    EXPECT_EQ(fadt_[off + 1], 8) << "bit width";
+    EXPECT_EQ(fadt_[off + 2], 0) << "bit offset";
+    EXPECT_EQ(fadt_[off + 3], 1) << "byte access";
+    EXPECT_EQ(Get<uint64_t>(fadt_, off + 4), port);
+  }
+  EXPECT_EQ(Text(fadt_, 268, 8), "FLINTVMM");
+}
+
+TEST_P(AcpiTablesTest, MadtDescribesEveryVcpuAndTheIoapic) {
+  const uint32_t n = GetParam();
+  EXPECT_EQ(Get<uint32_t>(madt_, 36), layout::kLapicBase);
+  EXPECT_EQ(Get<uint32_t>(madt_, 40), 1u) << "PCAT_COMPAT: KVM's 8259s exist";
+  std::vector<uint8_t> apic_ids;
+  std::vector<uint8_t> uids;
+  std::vector<Bytes> ioapics, isos, nmis;
+  for (size_t off = 44; off < madt_.size();) {
+    uint8_t type = madt_[off];
+    uint8_t len = madt_[off + 1];
+    ASSERT_GE(len, 2);
+    ASSERT_LE(off + len, madt_.size());
+    Bytes e(madt_.begin() + static_cast<ptrdiff_t>(off),
+            madt_.begin() + static_cast<ptrdiff_t>(off + len));
+    switch (type) {
+      case 0:
+        ASSERT_EQ(len, 8);
+        EXPECT_EQ(Get<uint32_t>(e, 4), 1u) << "enabled";
+        uids.push_back(e[2]);
+        apic_ids.push_back(e[3]);
+        break;
+      case 1: ioapics.push_back(e); break;
+      case 2: isos.push_back(e); break;
+      case 4: nmis.push_back(e); break;
+      default: ADD_FAILURE() << "unexpected MADT entry type " << int{type};
+    }
+    off += len;
+  }
+  ASSERT_EQ(apic_ids.size(), n);
+  for (uint32_t i = 0; i < n; ++i) {
+    EXPECT_EQ(apic_ids[i], i);
+    EXPECT_EQ(uids[i], i);
+  }
+  ASSERT_EQ(ioapics.size(), 1u);
+  ASSERT_EQ(ioapics[0].size(), 12u);
+  EXPECT_EQ(Get<uint32_t>(ioapics[0], 4), layout::kIoapicBase);
+  EXPECT_EQ(Get<uint32_t>(ioapics[0], 8), 0u) << "GSI base";
+  EXPECT_EQ(std::count(apic_ids.begin(), apic_ids.end(), ioapics[0][2]), 0)
+      << "IOAPIC ID collides with a local APIC ID";
+  ASSERT_EQ(isos.size(), 1u);
+  ASSERT_EQ(isos[0].size(), 10u);
+  EXPECT_EQ(isos[0][2], 0) << "ISA bus";
+  EXPECT_EQ(isos[0][3], 0) << "IRQ 0";
+  EXPECT_EQ(Get<uint32_t>(isos[0], 4), 2u) << "to GSI 2";
+  EXPECT_EQ(Get<uint16_t>(isos[0], 8), 0u) << "conforming";
+  ASSERT_EQ(nmis.size(), 1u);
+  ASSERT_EQ(nmis[0].size(), 6u);
+  EXPECT_EQ(nmis[0][2], 0xff) << "all processors";
+  EXPECT_EQ(nmis[0][5], 1) << "LINT1";
+}
+
+TEST_P(AcpiTablesTest, DsdtHasS5AndCom1) {
+  // Name(_S5_, Package(4){5, ...}): NameOp, name, PackageOp, PkgLength,
+  // NumElements, then BytePrefix 5.
+  size_t s5 = Find(dsdt_, Ascii("_S5_"));
+  ASSERT_NE(s5, std::string::npos);
+  EXPECT_EQ(dsdt_[s5 - 1], 0x08) << "NameOp";
+  EXPECT_EQ(dsdt_[s5 + 4], 0x12) << "PackageOp";
+  EXPECT_EQ(dsdt_[s5 + 6], 4) << "NumElements";
+  EXPECT_EQ(dsdt_[s5 + 7], 0x0a) << "BytePrefix";
+  EXPECT_EQ(dsdt_[s5 + 8], layout::kS5SlpTyp) << "SLP_TYPa must match acpi_pm";
+
+  // EisaId("PNP0501"): letters P,N,P are 16,14,16 in 5 bits each, 0x41D0,
+  // stored high byte first, then the digits 0x05 0x01: dword 0x0105D041.
+  EXPECT_NE(Find(dsdt_, {'_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x05, 0x01}), std::string::npos);
+  EXPECT_NE(Find(dsdt_, {0x5c, '_', 'S', 'B', '_'}), std::string::npos) << "\\_SB_ scope";
+  EXPECT_NE(Find(dsdt_, {0x5b, 0x82}), std::string::npos) << "DeviceOp";
+  EXPECT_NE(Find(dsdt_, Ascii("COM1")), std::string::npos);
+  // IO(Decode16, 0x3f8, 0x3f8, 0, 8), IRQNoFlags(){4}, EndTag.
+  size_t io = Find(dsdt_, {0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x00, 0x08, 0x22, 0x10, 0x00, 0x79});
+  ASSERT_NE(io, std::string::npos);
+  EXPECT_EQ(Sum(Bytes(dsdt_.begin() + static_cast<ptrdiff_t>(io),
+                      dsdt_.begin() + static_cast<ptrdiff_t>(io + 13))),
+            0)
+      << "resource template checksum";
+}
+
+INSTANTIATE_TEST_SUITE_P(CpuCounts, AcpiTablesTest, testing::Values(1u, 2u, 64u, kMaxVcpus));
+
+TEST(AcpiTables, RejectsCpuCountsTheMadtCannotDescribe) {
+  GuestMemory mem = TwoMiB();
+  for (uint32_t n : {0u, kAcpiMaxCpus + 1, 4096u}) {
+    absl::StatusOr<uint64_t> r = WriteAcpiTables(mem, AcpiConfig{.num_cpus = n});
+    ASSERT_FALSE(r.ok()) << n;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("vCPUs"));
+  }
+}
+
+TEST(AcpiTables, FailsWhenRamDoesNotCoverTheAcpiWindow) {
+  absl::StatusOr<GuestMemory> small = GuestMemory::Create({{0, 512 * 1024}});
+  ASSERT_TRUE(small.ok());
+  absl::StatusOr<uint64_t> r = WriteAcpiTables(*small, AcpiConfig{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("ACPI tables"));
+
+  // RAM on both sides of the window, but a hole where the tables go.
+  absl::StatusOr<GuestMemory> holed =
+      GuestMemory::Create({{0, layout::kAcpiStart}, {layout::kAcpiEnd, kMiB}});
+  ASSERT_TRUE(holed.ok());
+  EXPECT_FALSE(WriteAcpiTables(*holed, AcpiConfig{.num_cpus = kMaxVcpus}).ok());
+
+  // RAM that starts above the window.
+  absl::StatusOr<GuestMemory> high = GuestMemory::Create({{layout::kHighMemory, kMiB}});
+  ASSERT_TRUE(high.ok());
+  EXPECT_FALSE(WriteAcpiTables(*high, AcpiConfig{}).ok());
+}
+
+// --- AML encoder ---
+
+Bytes Of(std::span<const uint8_t> s) { return Bytes(s.begin(), s.end()); }
+
+TEST(Aml, PkgLengthUsesOneToFourBytes) {
+  using acpi::EncodePkgLength;
+  EXPECT_EQ(*EncodePkgLength(0), Bytes({0x01}));
+  EXPECT_EQ(*EncodePkgLength(0x3e), Bytes({0x3f}));
+  // 0x3f body bytes + 2 = 0x41: lead 0x40 | 1, then 0x41 >> 4.
+  EXPECT_EQ(*EncodePkgLength(0x3f), Bytes({0x41, 0x04}));
+  EXPECT_EQ(*EncodePkgLength(0xffd), Bytes({0x4f, 0xff}));
+  // 0xffe + 2 needs 13 bits: three bytes, value 0x1001.
+  EXPECT_EQ(*EncodePkgLength(0xffe), Bytes({0x81, 0x00, 0x01}));
+  EXPECT_EQ(*EncodePkgLength(0xffffc), Bytes({0x8f, 0xff, 0xff}));
+  // 0xffffd + 3 needs 21 bits: four bytes, value 0x100001.
+  EXPECT_EQ(*EncodePkgLength(0xffffd), Bytes({0xc1, 0x00, 0x00, 0x01}));
+  EXPECT_EQ(*EncodePkgLength((1u << 28) - 5), Bytes({0xcf, 0xff, 0xff, 0xff}));
+  EXPECT_FALSE(EncodePkgLength((1u << 28) - 4).ok());
+}
+
+TEST(Aml, IntegersUseTheShortestEncoding) {
+  using acpi::Aml;
+  EXPECT_EQ(Aml::Integer(0).bytes(), Bytes({0x00}));
+  EXPECT_EQ(Aml::Integer(1).bytes(), Bytes({0x01}));
+  EXPECT_EQ(Aml::Integer(~0ull).bytes(), Bytes({0xff}));
+  EXPECT_EQ(Aml::Integer(5).bytes(), Bytes({0x0a, 0x05}));
+  EXPECT_EQ(Aml::Integer(0x3f8).bytes(), Bytes({0x0b, 0xf8, 0x03}));
+  EXPECT_EQ(Aml::Integer(0x12345678).bytes(), Bytes({0x0c, 0x78, 0x56, 0x34, 0x12}));
+  EXPECT_EQ(Aml::Integer(0x100000000ull).bytes(),
+            Bytes({0x0e, 0, 0, 0, 0, 1, 0, 0, 0}));
+  EXPECT_EQ(Aml::DWord(1).bytes(), Bytes({0x0c, 1, 0, 0, 0}));
+  EXPECT_EQ(Aml::String("ab").bytes(), Bytes({0x0d, 'a', 'b', 0}));
+  EXPECT_FALSE(Aml::String(std::string_view("a\0b", 3)).status().ok());
+}
+
+TEST(Aml, NameStringsAndEisaIds) {
+  EXPECT_EQ(Of(acpi::NameString("COM1").bytes()), Ascii("COM1"));
+  EXPECT_EQ(Of(acpi::NameString("_S5").bytes()), Ascii("_S5_"));
+  EXPECT_EQ(Of(acpi::NameString("\\_SB").bytes()), Ascii("\\_SB_"));
+  EXPECT_EQ(Of(acpi::NameString("\\_SB_.COM1").bytes()), Ascii("\\\x2e_SB_COM1"));
+  EXPECT_EQ(Of(acpi::NameString("^A.B.C").bytes()), Ascii("^\x2f\x03" "A___B___C___"));
+  EXPECT_EQ(Of(acpi::NameString("\\").bytes()), Bytes({0x5c, 0x00}));
+  static_assert(acpi::EisaId("PNP0501") == 0x0105D041);
+  static_assert(acpi::EisaId("PNP0A03") == 0x030AD041);
+}
+
+TEST(Aml, ComposesPackagesScopesAndDevices) {
+  using acpi::Aml;
+  Aml pkg = Aml::Package({Aml::Integer(5), Aml::Integer(0)});
+  EXPECT_EQ(pkg.bytes(), Bytes({0x12, 0x05, 0x02, 0x0a, 0x05, 0x00}));
+  Aml dev = Aml::Device("DEV0", {Aml::Name("_UID", Aml::Integer(0))});
+  EXPECT_EQ(dev.bytes(), Bytes({0x5b, 0x82, 0x0b, 'D', 'E', 'V', '0', 0x08, '_', 'U', 'I', 'D', 0}));
+  Aml scope = Aml::Scope("\\_SB", {});
+  EXPECT_EQ(scope.bytes(), Bytes({0x10, 0x06, 0x5c, '_', 'S', 'B', '_'}));
+  const uint8_t data[] = {1, 2};
+  EXPECT_EQ(Aml::Buffer(data).bytes(), Bytes({0x11, 0x05, 0x0a, 0x02, 1, 2}));
+  // A long body takes a two-byte PkgLength.
+  std::vector<Aml> many(100, Aml::Integer(7));
+  Aml big = Aml::Package(many);
+  ASSERT_TRUE(big.status().ok());
+  EXPECT_EQ(big.bytes().size(), 1u + 2 + 1 + 200);
+  EXPECT_EQ(big.bytes()[1], 0x40 | ((2 + 1 + 200) & 0xf));
+}
+
+TEST(Aml, ErrorsPropagateToTheEnclosingTerm) {
+  using acpi::Aml;
+  std::vector<Aml> too_many(256, Aml::Integer(0));
+  Aml pkg = Aml::Package(too_many);
+  EXPECT_EQ(pkg.status().code(), absl::StatusCode::kOutOfRange);
+  Aml outer = Aml::Scope("\\_SB", {Aml::Device("DEV0", {Aml::Name("PKG0", pkg)})});
+  EXPECT_EQ(outer.status().code(), absl::StatusCode::kOutOfRange);
+  acpi::ResourceTemplate bad;
+  bad.IrqNoFlags(16);
+  EXPECT_EQ(bad.ToAml().status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Aml, ResourceTemplateEndsWithAChecksummedEndTag) {
+  acpi::ResourceTemplate rt;
+  rt.Io16(0x3f8, 0x3f8, 0, 8).IrqNoFlags(4);
+  Bytes b = rt.Bytes();
+  ASSERT_EQ(b.size(), 8u + 3 + 2);
+  EXPECT_EQ(b[b.size() - 2], 0x79);
+  EXPECT_EQ(Sum(b), 0);
+}
+
+// --- Validation by ACPICA's own tools ---
+
+struct CommandResult {
+  int status = -1;
+  std::string output;
+};
+
+CommandResult RunShell(const std::string& cmd) {
+  CommandResult r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+std::string ReadFile(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A scratch directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "flint-acpi-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+class AcpicaTest : public AcpiTablesTest {
+ protected:
+  void SetUp() override {
+    AcpiTablesTest::SetUp();
+    ASSERT_FALSE(dir_.path().empty()) << "mkdtemp failed";
+    Dump("xsdt", xsdt_);
+    Dump("facp", fadt_);
+    Dump("dsdt", dsdt_);
+    Dump("apic", madt_);
+  }
+  void Dump(const std::string& name, const Bytes& b) {
+    std::ofstream out(dir_.path() / (name + ".dat"), std::ios::binary);
+    out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  }
+  CommandResult InDir(const std::string& cmd) {
+    return RunShell("cd '" + dir_.path().string() + "' && " + cmd);
+  }
+  TempDir dir_;
+};
+
+bool Executable(const char* path) { return access(path, X_OK) == 0; }
+
+TEST_P(AcpicaTest, IaslDisassemblesEveryTableCleanly) {
+  if (!Executable("/usr/bin/iasl")) GTEST_SKIP() << "iasl not installed (Debian: acpica-tools)";
+  std::map<std::string, std::string> dsl;
+  for (const char* name : {"xsdt", "facp", "dsdt", "apic"}) {
+    SCOPED_TRACE(name);
+    CommandResult r = InDir(std::string("/usr/bin/iasl -d ") + name + ".dat");
+    EXPECT_EQ(r.status, 0) << r.output;
+    EXPECT_THAT(r.output, Not(HasSubstr("Incorrect checksum")));
+    EXPECT_THAT(r.output, Not(HasSubstr("Error")));
+    EXPECT_THAT(r.output, Not(HasSubstr("Warning")));
+    dsl[name] = ReadFile(dir_.path() / (std::string(name) + ".dsl"));
+    EXPECT_THAT(dsl[name], Not(HasSubstr("Incorrect checksum")));
+    EXPECT_THAT(dsl[name], Not(HasSubstr("Unknown")));
+  }
+  EXPECT_THAT(dsl["dsdt"], HasSubstr("_S5_"));
+  EXPECT_THAT(dsl["dsdt"], HasSubstr("EisaId (\"PNP0501\")"));
+  EXPECT_THAT(dsl["dsdt"], HasSubstr("IRQNoFlags ()"));
+  EXPECT_THAT(dsl["facp"], HasSubstr("Hardware Reduced (V5) : 1"));
+  EXPECT_THAT(dsl["facp"], HasSubstr("Address : 0000000000000600"));
+  EXPECT_THAT(dsl["apic"], HasSubstr("[I/O APIC]"));
+  size_t lapics = 0;
+  for (size_t at = dsl["apic"].find("[Processor Local APIC]"); at != std::string::npos;
+       at = dsl["apic"].find("[Processor Local APIC]", at + 1)) {
+    ++lapics;
+  }
+  EXPECT_EQ(lapics, GetParam());
+
+  // The disassembled DSDT compiles back without errors or warnings.
+  CommandResult c = InDir("/usr/bin/iasl dsdt.dsl");
+  EXPECT_EQ(c.status, 0) << c.output;
+  EXPECT_THAT(c.output, HasSubstr("0 Errors, 0 Warnings"));
+}
+
+TEST_P(AcpicaTest, AcpiexecLoadsTheNamespaceAndEvaluatesIt) {
+  if (!Executable("/usr/bin/acpiexec")) GTEST_SKIP() << "acpiexec not installed (Debian: acpica-tools)";
+  CommandResult r = InDir(
+      "timeout 60 /usr/bin/acpiexec -b 'evaluate \\_S5_; evaluate \\_SB.COM1._HID; "
+      "evaluate \\_SB.COM1._CRS' xsdt.dat facp.dat dsdt.dat apic.dat");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("1 ACPI AML tables successfully acquired and loaded"));
+  EXPECT_THAT(r.output, HasSubstr("[Package] Contains 4 Elements"));
+  EXPECT_THAT(r.output, HasSubstr("[Integer] = 0000000000000005"));
+  EXPECT_THAT(r.output, HasSubstr("[Integer] = 000000000105D041"));
+  EXPECT_THAT(r.output, HasSubstr("47 01 F8 03 F8 03 00 08 22 10 00 79 0F"));
+  EXPECT_THAT(r.output, Not(HasSubstr("Incorrect checksum")));
+  EXPECT_THAT(r.output, Not(HasSubstr("AE_")));  // any ACPICA exception code
+}
+
+INSTANTIATE_TEST_SUITE_P(CpuCounts, AcpicaTest, testing::Values(1u, 2u, 64u, kMaxVcpus));
+
+}  // namespace
+}  // namespace flint
