@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command (2): install dependencies, build, and run every test suite.
-# Ends with one line: "N passed, N failed, N skipped".
+# Ends with one line: "N passed, N failed" (skips are counted on the line before it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh

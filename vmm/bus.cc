@@ -34,7 +34,30 @@ absl::Status Bus::Register(uint64_t base, uint64_t len, std::shared_ptr<BusDevic
   return absl::OkStatus();
 }
 
-int Bus::Find(uint64_t addr) const {
+void Bus::Freeze() {
+  frozen_ = true;
+  // Entries are range index + 1 in a byte; beyond 254 ranges, or for ranges
+  // above the port space (MMIO), the binary search serves.
+  if (ranges_.size() > 254) return;
+  for (const Range& r : ranges_) {
+    if (r.base + r.len > 0x10000) return;
+  }
+  for (size_t i = 0; i < ranges_.size(); ++i) {
+    const Range& r = ranges_[i];
+    for (uint64_t port = r.base; port < r.base + r.len; ++port) {
+      const size_t hi = port >> 8;
+      if (port_pages_[hi] == nullptr) {
+        port_page_storage_.push_back(std::make_unique<std::array<uint8_t, 256>>());
+        port_page_storage_.back()->fill(0);
+        port_pages_[hi] = port_page_storage_.back()->data();
+      }
+      port_pages_[hi][port & 0xff] = static_cast<uint8_t>(i + 1);
+    }
+  }
+  indexed_ = true;
+}
+
+int Bus::Search(uint64_t addr) const {
   size_t lo = 0, hi = ranges_.size();
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;

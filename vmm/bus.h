@@ -4,6 +4,7 @@
 // takes its own lock inside Read/Write.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -37,10 +38,22 @@ class Bus {
 
   // Fails on an empty, wrapping or overlapping range, or after Freeze().
   absl::Status Register(uint64_t base, uint64_t len, std::shared_ptr<BusDevice> device);
-  void Freeze() { frozen_ = true; }
+  // Ends registration. A bus whose ranges all lie in the 16-bit port space
+  // also gets a two-level index (256 slots, then one 256-entry page per
+  // 256-port block that holds a device: a few KiB), so a port lookup is two
+  // loads instead of a binary search: port exits are the hottest path.
+  void Freeze();
 
-  // Index of the range holding `addr`, or -1. Lock-free binary search.
-  int Find(uint64_t addr) const;
+  // Index of the range holding `addr`, or -1. Lock-free: the port index, or
+  // a binary search over the sorted ranges.
+  int Find(uint64_t addr) const {
+    if (indexed_) {
+      if (addr > 0xffff) return -1;
+      const uint8_t* page = port_pages_[addr >> 8];
+      return page == nullptr ? -1 : static_cast<int>(page[addr & 0xff]) - 1;
+    }
+    return Search(addr);
+  }
   const Range& range(int index) const { return ranges_[static_cast<size_t>(index)]; }
   size_t size() const { return ranges_.size(); }
   const std::string& name() const { return name_; }
@@ -52,8 +65,14 @@ class Bus {
 
  private:
   std::string name_;
+  int Search(uint64_t addr) const;
+
   std::vector<Range> ranges_;  // sorted by base, non-overlapping
   bool frozen_ = false;
+  bool indexed_ = false;
+  // Port index: entry = range index + 1, 0 = no device.
+  std::array<uint8_t*, 256> port_pages_{};
+  std::vector<std::unique_ptr<std::array<uint8_t, 256>>> port_page_storage_;
 };
 
 }  // namespace flint

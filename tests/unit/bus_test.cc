@@ -80,5 +80,40 @@ TEST(Bus, ManyRangesBinarySearch) {
   }
 }
 
+// A frozen port bus answers from its two-level index: every port, and
+// every address past the port space, must get exactly the binary search's
+// answer.
+TEST(Bus, FrozenPortIndexAgreesWithTheSearchEverywhere) {
+  auto d = std::make_shared<Recorder>();
+  Bus searched("pio"), indexed("pio");
+  const std::pair<uint64_t, uint64_t> ranges[] = {
+      {0x0, 1}, {0x60, 1}, {0x64, 1}, {0x70, 2}, {0xf4, 1}, {0xff, 2}, {0x3f8, 8},
+      {0x600, 2}, {0xcf8, 8}, {0xfff0, 0x10}};
+  for (auto [base, len] : ranges) {
+    ASSERT_TRUE(searched.Register(base, len, d).ok());
+    ASSERT_TRUE(indexed.Register(base, len, d).ok());
+  }
+  indexed.Freeze();
+  for (uint64_t port = 0; port < 0x10000 + 16; ++port) {
+    ASSERT_EQ(indexed.Find(port), searched.Find(port)) << "port 0x" << std::hex << port;
+  }
+  EXPECT_EQ(indexed.Find(0x100ff), -1);
+  EXPECT_EQ(indexed.Find(~0ull), -1);
+  EXPECT_EQ(indexed.Find(0x3fb), 6);
+  EXPECT_EQ(indexed.Find(0x100), 5);  // the range straddling a 256-port block
+}
+
+// MMIO buses (ranges above 64 KiB) keep the binary search after Freeze.
+TEST(Bus, FrozenMmioBusStillFindsRanges) {
+  Bus bus("mmio");
+  auto d = std::make_shared<Recorder>();
+  ASSERT_TRUE(bus.Register(0xd0000000, 0x1000, d).ok());
+  ASSERT_TRUE(bus.Register(0x3f8, 8, d).ok());
+  bus.Freeze();
+  EXPECT_EQ(bus.Find(0xd0000fff), 1);
+  EXPECT_EQ(bus.Find(0x3f9), 0);
+  EXPECT_EQ(bus.Find(0xd0001000), -1);
+}
+
 }  // namespace
 }  // namespace flint
