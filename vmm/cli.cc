@@ -86,8 +86,8 @@ options:
 
 exit status: 0 guest powered off (or reset with --no-reboot); odd values are
 (v << 1) | 1 for a guest write of v to the debug-exit port 0xf4; 2 bad usage;
-4 guest crashed (triple fault, emulation failure); 6 flint failed while
-running; 130 stopped by SIGINT/SIGTERM.
+4 guest crashed (emulation failure; triple fault with --no-reboot, else it
+reboots); 6 flint failed while running; 130 stopped by SIGINT/SIGTERM.
 )";
 }
 

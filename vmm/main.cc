@@ -174,7 +174,10 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
                    static_cast<unsigned long long>(file >> 10));
     }
     start_ns = MonotonicNs();
-    if (reason.kind == StopKind::kReset && opts.reboot) {
+    // As on a PC: a reset request or a triple fault (CPU shutdown) resets
+    // the machine; the triple fault is reported with its register dump.
+    // --no-reboot makes both stop the process instead.
+    if ((reason.kind == StopKind::kReset || reason.kind == StopKind::kTripleFault) && opts.reboot) {
       std::fprintf(stderr, "flint: %s; rebooting\n", reason.detail.c_str());
       continue;
     }

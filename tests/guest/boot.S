@@ -39,6 +39,7 @@
 #define UD_MARKER_LEN 7
 #define SERVICE_IDLE 0
 #define SERVICE_START_APS 1
+#define SERVICE_TRIPLE_FAULT 2
 
 #define AP_TRAMPOLINE 0x8000 /* must match kApTrampoline in guest.h */
 #define LAPIC_BASE 0xfee00000
@@ -206,6 +207,8 @@ irq_stub:
  *   SERVICE_START_APS: INIT-SIPI-SIPI to every other CPU (the trampoline must
  *     already be at AP_TRAMPOLINE), then resume after the marker. KVM's
  *     in-kernel LAPIC needs no delays in between.
+ *   SERVICE_TRIPLE_FAULT: load an empty IDT and fault: the #UD cannot be
+ *     delivered, nor the #DF that follows, so the CPU shuts down.
  *   SERVICE_IDLE (or any other): halt forever with interrupts on. */
 ud_entry:
         testb $3, 8(%rsp)
@@ -220,6 +223,8 @@ ud_entry:
         addq $UD_MARKER_LEN, 8(%rsp)
         cmpl $SERVICE_START_APS, %eax
         je start_aps
+        cmpl $SERVICE_TRIPLE_FAULT, %eax
+        je triple_fault
 1:      sti
         hlt
         jmp 1b
@@ -236,6 +241,9 @@ start_aps:
 9:      pushq $0
         pushq $6
         jmp exc_common
+triple_fault:
+        lidt empty_idt_ptr(%rip)
+        ud2
 
 /* Application processors arrive here in long mode from the trampoline. */
 ap_long64:
@@ -349,6 +357,10 @@ gdt_end:
 gdt_ptr:
         .word gdt_end - gdt - 1
         .quad gdt
+        .balign 8
+empty_idt_ptr:                          /* SERVICE_TRIPLE_FAULT */
+        .word 0
+        .quad 0
         .balign 8
         .globl idt_ptr
 idt_ptr:

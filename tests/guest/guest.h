@@ -59,6 +59,7 @@ inline void cpu_relax() { asm volatile("pause" ::: "memory"); }
 // syscall do not reach CPL0 on kvm_pvm; exceptions do).
 inline constexpr u8 kServiceIdle = 0;      // halt forever, interrupts on
 inline constexpr u8 kServiceStartAps = 1;  // INIT-SIPI-SIPI to all other CPUs
+inline constexpr u8 kServiceTripleFault = 2;  // empty IDT, then a fault: CPU shutdown
 template <u8 kService>
 inline void cpl0_service() {
   asm volatile("ud2\n\t.ascii \"FLNT\"\n\t.byte %c0" : : "i"(kService) : "memory");

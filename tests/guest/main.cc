@@ -79,6 +79,12 @@ void mask_pics() {
   __builtin_unreachable();
 }
 
+[[noreturn]] void prog_triplefault() {
+  print("about to triple fault\n");
+  cpl0_service<kServiceTripleFault>();
+  __builtin_unreachable();
+}
+
 [[noreturn]] void prog_echo() {
   for (;;) {
     const u8 c = serial_read();
@@ -97,6 +103,7 @@ void mask_pics() {
 }
 
 [[noreturn]] void prog_reset() {
+  print("resetting\n");
   outb(0x64, 0xfe);  // i8042: pulse the reset line
   spin_cycles(kSecondCycles);
   // No i8042 (QEMU microvm has none): the FADT's reset register, if any.
@@ -345,6 +352,7 @@ extern "C" void guest_main() {
       {"poweroff", prog_poweroff},
       {"reset", prog_reset},
       {"fault", prog_fault},
+      {"triplefault", prog_triplefault},
       {"echo", prog_echo},
       {"idle", prog_idle},
       {"boottime", prog_boottime},

@@ -145,6 +145,35 @@ TEST(FlintVm, I8042ResetStopsWithNoReboot) {
   EXPECT_FALSE(Has(r.out, "reset failed")) << r.out;
 }
 
+TEST(FlintVm, TripleFaultIsReportedWithRegisters) {
+  REQUIRE_KVM();
+  ProcessResult r = Guest("flint.prog=triplefault");
+  EXPECT_EQ(r.exit_status, 4) << r.out << r.err;
+  EXPECT_TRUE(Has(r.err, "triple fault")) << r.err;
+  EXPECT_TRUE(Has(r.err, "rip=")) << r.err;
+  EXPECT_TRUE(Has(r.err, "idt=0/0")) << r.err;  // the guest's empty IDT, as dumped
+}
+
+// Without --no-reboot, a reset or a triple fault boots a fresh VM from the
+// same image, again and again, until flint is stopped.
+TEST(FlintVm, ResetAndTripleFaultRebootWithoutNoReboot) {
+  REQUIRE_KVM();
+  for (const char* prog : {"flint.prog=reset", "flint.prog=triplefault"}) {
+    ProcessResult r = RunProcess({kFlint, "run", "--memory", "64M", "--cmdline", prog}, "", 4000);
+    EXPECT_TRUE(r.timed_out) << prog << ": " << r.err;
+    size_t boots = 0;
+    for (size_t p = r.out.find("about to triple fault"); p != std::string::npos;
+         p = r.out.find("about to triple fault", p + 1)) {
+      ++boots;
+    }
+    for (size_t p = r.out.find("resetting"); p != std::string::npos; p = r.out.find("resetting", p + 1)) {
+      ++boots;
+    }
+    EXPECT_GE(boots, 3u) << prog << ": " << r.out;
+    EXPECT_TRUE(Has(r.err, "rebooting")) << r.err;
+  }
+}
+
 TEST(FlintVm, GuestExceptionIsReported) {
   REQUIRE_KVM();
   ProcessResult r = Guest("flint.prog=fault");
