@@ -45,13 +45,9 @@ void Bus::Freeze() {
   for (size_t i = 0; i < ranges_.size(); ++i) {
     const Range& r = ranges_[i];
     for (uint64_t port = r.base; port < r.base + r.len; ++port) {
-      const size_t hi = port >> 8;
-      if (port_pages_[hi] == nullptr) {
-        port_page_storage_.push_back(std::make_unique<std::array<uint8_t, 256>>());
-        port_page_storage_.back()->fill(0);
-        port_pages_[hi] = port_page_storage_.back()->data();
-      }
-      port_pages_[hi][port & 0xff] = static_cast<uint8_t>(i + 1);
+      std::unique_ptr<PortPage>& page = port_pages_[port >> 8];
+      if (page == nullptr) page = std::make_unique<PortPage>();  // value-initialised: all 0
+      (*page)[port & 0xff] = static_cast<uint8_t>(i + 1);
     }
   }
   indexed_ = true;

@@ -49,8 +49,8 @@ class Bus {
   int Find(uint64_t addr) const {
     if (indexed_) {
       if (addr > 0xffff) return -1;
-      const uint8_t* page = port_pages_[addr >> 8];
-      return page == nullptr ? -1 : static_cast<int>(page[addr & 0xff]) - 1;
+      const PortPage* page = port_pages_[addr >> 8].get();
+      return page == nullptr ? -1 : static_cast<int>((*page)[addr & 0xff]) - 1;
     }
     return Search(addr);
   }
@@ -64,15 +64,15 @@ class Bus {
   int Write(uint64_t addr, std::span<const uint8_t> data) const;
 
  private:
-  std::string name_;
+  using PortPage = std::array<uint8_t, 256>;  // entry = range index + 1, 0 = no device
+
   int Search(uint64_t addr) const;
 
+  std::string name_;
   std::vector<Range> ranges_;  // sorted by base, non-overlapping
   bool frozen_ = false;
   bool indexed_ = false;
-  // Port index: entry = range index + 1, 0 = no device.
-  std::array<uint8_t*, 256> port_pages_{};
-  std::vector<std::unique_ptr<std::array<uint8_t, 256>>> port_page_storage_;
+  std::array<std::unique_ptr<PortPage>, 256> port_pages_;  // by port >> 8; null = no device
 };
 
 }  // namespace flint

@@ -123,10 +123,7 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
   config.serial_out_fd = serial_file.valid() ? serial_file.get() : STDOUT_FILENO;
   config.ioeventfd_sink_port = opts.ioeventfd_sink_port;
 
-  for (bool first = true;; first = false) {
-    if (!first) {
-      if (absl::Status s = images.Load(opts); !s.ok()) return Fail(kExitUsage, s);
-    }
+  for (;;) {
     config.kernel = images.kernel;
     config.initrd = images.initrd_file;
     absl::StatusOr<std::unique_ptr<Vm>> vm = Vm::Create(*kvm, config);
@@ -179,6 +176,7 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
     // --no-reboot makes both stop the process instead.
     if ((reason.kind == StopKind::kReset || reason.kind == StopKind::kTripleFault) && opts.reboot) {
       std::fprintf(stderr, "flint: %s; rebooting\n", reason.detail.c_str());
+      if (absl::Status s = images.Load(opts); !s.ok()) return Fail(kExitUsage, s);
       continue;
     }
     if (reason.kind != StopKind::kDebugExit) {
@@ -194,7 +192,7 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
 
 int main(int argc, char** argv) {
   const int64_t start_ns = flint::MonotonicNs();
-  // Debian builds abseil with Mutex deadlock detection on, which costs ~250
+  // Debian builds abseil with Mutex deadlock detection on, which costs ~300
   // instructions per lock (a graph lookup) on the device paths that vCPU
   // threads take on every exit. The test suites keep it on.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);

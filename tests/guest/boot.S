@@ -52,6 +52,21 @@
 #define ICR_SIPI_OTHERS (0x000c4600 | (AP_TRAMPOLINE >> 12))
 
 /* ---- Xen PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY = 18) ---------------- */
+/* From 32-bit protected mode, used by the BSP and by the AP trampoline:
+ * PAE on, CR3 = the shared page tables, EFER.LME on. Setting CR0.PG next
+ * (each caller, with its own CR0 bits) activates long mode. */
+.macro ENABLE_LONG_MODE_PAGING
+        movl %cr4, %eax
+        orl $CR4_PAE, %eax
+        movl %eax, %cr4
+        movl $pml4, %eax
+        movl %eax, %cr3
+        movl $MSR_EFER, %ecx
+        rdmsr
+        orl $EFER_LME, %eax
+        wrmsr
+.endm
+
         .section .note.Xen, "a", @note
         .balign 4
         .long 4                 /* namesz: "Xen\0" */
@@ -71,15 +86,7 @@ pvh_entry:
         cld
         movl %ebx, boot_start_info
         lgdt gdt_ptr
-        movl %cr4, %eax
-        orl $CR4_PAE, %eax
-        movl %eax, %cr4
-        movl $pml4, %eax
-        movl %eax, %cr3
-        movl $MSR_EFER, %ecx
-        rdmsr
-        orl $EFER_LME, %eax
-        wrmsr
+        ENABLE_LONG_MODE_PAGING
         movl %cr0, %eax
         andl $~CR0_CD_NW, %eax
         orl $(CR0_PG | CR0_PE), %eax
@@ -279,15 +286,7 @@ ap_trampoline32:
         movl %eax, %ds
         movl %eax, %es
         movl %eax, %ss
-        movl %cr4, %eax
-        orl $CR4_PAE, %eax
-        movl %eax, %cr4
-        movl $pml4, %eax
-        movl %eax, %cr3
-        movl $MSR_EFER, %ecx
-        rdmsr
-        orl $EFER_LME, %eax
-        wrmsr
+        ENABLE_LONG_MODE_PAGING
         movl %cr0, %eax
         orl $CR0_PG, %eax
         movl %eax, %cr0

@@ -8,20 +8,18 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/output.h"
 #include "tests/support/subprocess.h"
 
 namespace flint {
 namespace {
 
+using ::flint::testing::Has;
 using ::flint::testing::KvmAvailable;
 using ::flint::testing::ProcessResult;
 using ::flint::testing::RunProcess;
 
 constexpr const char* kQemu = "/usr/bin/qemu-system-x86_64";
-
-bool Has(const std::string& hay, const std::string& needle) {
-  return hay.find(needle) != std::string::npos;
-}
 
 // QEMU microvm as PLATFORM.md gives it (plus rtc=on: microvm has no CMOS
 // clock by default); TCG where there is no KVM, so the

@@ -7,21 +7,20 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/output.h"
 #include "tests/support/subprocess.h"
 
 namespace flint {
 namespace {
 
+using ::flint::testing::CountOf;
+using ::flint::testing::Has;
 using ::flint::testing::KvmAvailable;
 using ::flint::testing::ProcessResult;
 using ::flint::testing::RunProcess;
 
 const std::string kFlint = FLINT_BINARY;
 const std::string kBuild = FLINT_BUILD_ROOT;
-
-bool Has(const std::string& hay, const std::string& needle) {
-  return hay.find(needle) != std::string::npos;
-}
 
 bool FileExists(const std::string& p) {
   struct stat st;
@@ -161,14 +160,7 @@ TEST(FlintVm, ResetAndTripleFaultRebootWithoutNoReboot) {
   for (const char* prog : {"flint.prog=reset", "flint.prog=triplefault"}) {
     ProcessResult r = RunProcess({kFlint, "run", "--memory", "64M", "--cmdline", prog}, "", 4000);
     EXPECT_TRUE(r.timed_out) << prog << ": " << r.err;
-    size_t boots = 0;
-    for (size_t p = r.out.find("about to triple fault"); p != std::string::npos;
-         p = r.out.find("about to triple fault", p + 1)) {
-      ++boots;
-    }
-    for (size_t p = r.out.find("resetting"); p != std::string::npos; p = r.out.find("resetting", p + 1)) {
-      ++boots;
-    }
+    const size_t boots = CountOf(r.out, "about to triple fault") + CountOf(r.out, "resetting");
     EXPECT_GE(boots, 3u) << prog << ": " << r.out;
     EXPECT_TRUE(Has(r.err, "rebooting")) << r.err;
   }

@@ -142,34 +142,35 @@ absl::StatusOr<std::optional<uint64_t>> FindPvhEntry(std::span<const uint8_t> no
                                                      uint64_t align, const std::string& where) {
   if (align != 8) align = 4;  // notes are 4-byte aligned unless the segment says 8
   uint64_t pos = 0;
+  // The name, then the descriptor: each must fit in what is left, and is
+  // padded to `align` (the padding may be cut short by the segment's end).
+  auto take = [&](uint32_t size, const char* what) -> absl::StatusOr<std::span<const uint8_t>> {
+    const uint64_t left = notes.size() - pos;
+    if (size > left) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "ELF note in %s is truncated: its %s is %u bytes but only %u remain", where, what,
+          size, left));
+    }
+    const std::span<const uint8_t> field = notes.subspan(pos, size);
+    pos += std::min(*AlignUp(size, align), left);  // u32 + 7 cannot wrap
+    return field;
+  };
   while (notes.size() - pos >= sizeof(abi::ElfNhdr)) {
     const auto n = ReadAt<abi::ElfNhdr>(notes, pos);
     pos += sizeof(abi::ElfNhdr);
-    const uint64_t left_for_name = notes.size() - pos;
-    if (n.n_namesz > left_for_name) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "ELF note in %s is truncated: its name is %u bytes but only %u remain", where,
-          n.n_namesz, left_for_name));
-    }
-    const std::span<const uint8_t> name = notes.subspan(pos, n.n_namesz);
-    pos += std::min(*AlignUp(n.n_namesz, align), left_for_name);  // u32 + 7 cannot wrap
-    const uint64_t left_for_desc = notes.size() - pos;
-    if (n.n_descsz > left_for_desc) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "ELF note in %s is truncated: its descriptor is %u bytes but only %u remain", where,
-          n.n_descsz, left_for_desc));
-    }
-    const std::span<const uint8_t> desc = notes.subspan(pos, n.n_descsz);
-    pos += std::min(*AlignUp(n.n_descsz, align), left_for_desc);
+    const absl::StatusOr<std::span<const uint8_t>> name = take(n.n_namesz, "name");
+    if (!name.ok()) return name.status();
+    const absl::StatusOr<std::span<const uint8_t>> desc = take(n.n_descsz, "descriptor");
+    if (!desc.ok()) return desc.status();
 
-    const bool is_xen = (name.size() == 4 && std::memcmp(name.data(), "Xen", 4) == 0) ||
-                        (name.size() == 3 && std::memcmp(name.data(), "Xen", 3) == 0);
+    const bool is_xen = (name->size() == 4 && std::memcmp(name->data(), "Xen", 4) == 0) ||
+                        (name->size() == 3 && std::memcmp(name->data(), "Xen", 3) == 0);
     if (!is_xen || n.n_type != abi::kXenElfnotePhys32Entry) continue;
-    if (desc.size() == 4) return std::optional<uint64_t>(ReadAt<uint32_t>(desc, 0));
-    if (desc.size() == 8) return std::optional<uint64_t>(ReadAt<uint64_t>(desc, 0));
+    if (desc->size() == 4) return std::optional<uint64_t>(ReadAt<uint32_t>(*desc, 0));
+    if (desc->size() == 8) return std::optional<uint64_t>(ReadAt<uint64_t>(*desc, 0));
     return absl::InvalidArgumentError(absl::StrFormat(
         "Xen PHYS32_ENTRY note in %s has a %u-byte descriptor; expected 4 or 8", where,
-        desc.size()));
+        desc->size()));
   }
   return std::optional<uint64_t>();
 }

@@ -53,7 +53,9 @@ inline constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, IrqRoutingHead
 // The values as the kernel defines them (checked here so a typo cannot hide).
 static_assert(kGetSupportedCpuid == 0xc008ae05);
 static_assert(kSetCpuid2 == 0x4008ae90);
+static_assert(kGetMsrs == 0xc008ae88);
 static_assert(kSetMsrs == 0x4008ae89);
+static_assert(kSetGsiRouting == 0x4008ae6a);
 
 // Capabilities newer than 6.1's header.
 inline constexpr long kCapGuestMemfd = 234;
