@@ -24,6 +24,39 @@ inline constexpr uint64_t kHighMemory = 0x100000;    // 1 MiB: kernels load here
 // The 32-bit MMIO hole: RAM stops at kMmioHoleStart and resumes at 4 GiB.
 inline constexpr uint64_t kMmioHoleStart = 0xc0000000;
 inline constexpr uint64_t kFourGiB = 0x100000000ull;
+// PCI (devices/pci/): one host bridge, bus 0 only.
+//   32-bit BAR window  0xc0000000..0xdfffffff (512 MiB)
+//   ECAM (MMCONFIG)    0xe0000000..0xe00fffff (bus 0: 32 devices x 8 functions x 4 KiB)
+//   64-bit BAR window  Pci64Window(): from the first 1 GiB boundary at or
+//                      above the end of RAM (and at least 4 GiB), 64 GiB long
+// INTx: device slot s, pin p (0 = INTA) -> IOAPIC GSI 16 + ((s + p) & 7),
+// level-triggered, active low (the DSDT's _PRT says so).
+inline constexpr uint64_t kPciMmio32Base = 0xc0000000;
+inline constexpr uint64_t kPciMmio32Size = 0x20000000;
+inline constexpr uint64_t kPciEcamBase = 0xe0000000;
+inline constexpr uint64_t kPciEcamSize = 0x100000;
+inline constexpr uint64_t kPciMmio64Align = 1ull << 30;
+inline constexpr uint64_t kPciMmio64Size = 64ull << 30;
+inline constexpr uint32_t kPciIntxGsiBase = 16;
+inline constexpr uint32_t kPciIntxGsiCount = 8;
+// First GSI handed to MSI routes (the IOAPIC has 24 pins: GSIs 0..23).
+inline constexpr uint32_t kMsiGsiBase = 24;
+// Nothing is mapped here: the guest's "unhandled MMIO" exit benchmark.
+inline constexpr uint64_t kUnassignedMmio = 0xf0000000;
+
+struct Window {
+  uint64_t base;
+  uint64_t size;
+};
+// The 64-bit BAR window for a guest whose RAM ends (exclusive) at `ram_end`.
+constexpr Window Pci64Window(uint64_t ram_end) {
+  const uint64_t start = ram_end < kFourGiB ? kFourGiB : ram_end;
+  return Window{(start + kPciMmio64Align - 1) & ~(kPciMmio64Align - 1), kPciMmio64Size};
+}
+inline constexpr uint32_t PciIntxGsi(uint32_t slot, uint32_t pin) {
+  return kPciIntxGsiBase + ((slot + pin) & (kPciIntxGsiCount - 1));
+}
+
 inline constexpr uint64_t kIoapicBase = 0xfec00000;
 inline constexpr uint64_t kLapicBase = 0xfee00000;
 

@@ -11,12 +11,16 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "tests/guest/embedded_guest.h"
 #include "vmm/boot/file.h"
 #include "vmm/cli.h"
 #include "vmm/console.h"
+#include "vmm/control_socket.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/unique_fd.h"
 #include "vmm/vm.h"
@@ -89,6 +93,33 @@ struct BootImages {
   }
 };
 
+// The control socket's requests (docs/CONTROL.md).
+std::string HandleControlRequest(Vm& vm, std::string_view request) {
+  // (Debian's abseil has its own string_view: split into std::strings.)
+  const std::string text(request);
+  std::vector<std::string> words = absl::StrSplit(text, absl::ByChar(' '), absl::SkipEmpty());
+  if (words.empty()) return "error: empty request\n";
+  if (words[0] == "net-info" && words.size() == 1) {
+    std::string out;
+    for (const std::string& line : vm.NicInfo()) out += line + "\n";
+    return out + "ok\n";
+  }
+  if (words[0] == "net-swap") {
+    uint32_t index = 0;
+    if (words.size() != 3 || !absl::SimpleAtoi(words[1], &index)) {
+      return "error: usage: net-swap NIC BACKEND (NIC counts --net options from 0; BACKEND as --net)\n";
+    }
+    absl::StatusOr<NicConfig> nic = ParseNicSpec(words[2]);
+    if (!nic.ok()) return absl::StrFormat("error: %s\n", nic.status().message());
+    if (absl::Status s = vm.SwapNic(index, *nic); !s.ok()) {
+      return absl::StrFormat("error: %s\n", s.message());
+    }
+    return "ok\n";
+  }
+  return absl::StrFormat("error: unknown request '%s' (net-info, net-swap NIC BACKEND)\n",
+                         words[0]);
+}
+
 int RunVm(const RunOptions& opts, int64_t start_ns) {
   BootImages images;
   if (absl::Status s = images.Load(opts); !s.ok()) return Fail(kExitUsage, s);
@@ -122,6 +153,27 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
                                                                   : kDefaultLinuxCmdline);
   config.serial_out_fd = serial_file.valid() ? serial_file.get() : STDOUT_FILENO;
   config.ioeventfd_sink_port = opts.ioeventfd_sink_port;
+  config.disks = opts.disks;
+  config.nics = opts.nics;
+  config.state_dir = opts.state_dir.empty() ? absl::StrFormat("/tmp/flint-%d", getpid())
+                                            : opts.state_dir;
+  config.io_engine = opts.io_engine;
+  bool notes_printed = false;
+
+  // The control socket outlives reboots; requests reach whichever Vm runs.
+  absl::Mutex current_mu;
+  Vm* current = nullptr;
+  std::unique_ptr<ControlServer> control;
+  if (!opts.control_socket.empty()) {
+    absl::StatusOr<std::unique_ptr<ControlServer>> server = ControlServer::Start(
+        opts.control_socket, [&](std::string_view request) {
+          absl::MutexLock l(&current_mu);
+          if (current == nullptr) return std::string("error: the VM is not running\n");
+          return HandleControlRequest(*current, request);
+        });
+    if (!server.ok()) return Fail(kExitUsage, server.status());
+    control = std::move(*server);
+  }
 
   for (;;) {
     config.kernel = images.kernel;
@@ -130,12 +182,25 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
     images.Release();
     config.kernel = {};
     config.initrd = {};
-    if (!vm.ok()) return Fail(kExitHostError, vm.status());
+    if (!vm.ok()) {
+      // A disk the user named that cannot be used is bad input, like a
+      // missing kernel file.
+      const bool disk_error = absl::StartsWith(vm.status().message(), "--disk ");
+      return Fail(disk_error ? kExitUsage : kExitHostError, vm.status());
+    }
+    if (!notes_printed) {
+      for (const std::string& note : (*vm)->notes()) std::fprintf(stderr, "flint: %s\n", note.c_str());
+      notes_printed = true;
+    }
     ConsoleInput console;
     if (absl::Status s = console.Start(STDIN_FILENO, (*vm)->serial()); !s.ok()) {
       return Fail(kExitHostError, s);
     }
     if (absl::Status s = (*vm)->Start(); !s.ok()) return Fail(kExitHostError, s);
+    {
+      absl::MutexLock l(&current_mu);
+      current = vm->get();
+    }
 
     pollfd fds[2] = {{sigfd.get(), POLLIN, 0}, {(*vm)->stop_fd(), POLLIN, 0}};
     for (;;) {
@@ -150,9 +215,16 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
       }
     }
     StopReason reason = (*vm)->Wait();
+    {
+      absl::MutexLock l(&current_mu);
+      current = nullptr;
+    }
     console.Stop();
     if (opts.stats) {
       std::fprintf(stderr, "%s", (*vm)->Stats().Format().c_str());
+      for (const std::string& line : (*vm)->DeviceStats()) {
+        std::fprintf(stderr, "device: %s\n", line.c_str());
+      }
       // flint's own cost per VM is its private memory; code pages of
       // flint and its libraries are file-backed and shared by every flint
       // process on the host, so they are reported apart.

@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -11,6 +13,12 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
+#include "devices/pci/pci_root.h"
+#include "devices/virtio/blk.h"
+#include "devices/virtio/net.h"
+#include "net/passt/passt_backend.h"
+#include "net/tap.h"
+#include "devices/virtio/virtio_pci.h"
 #include "vmm/acpi/tables.h"
 #include "vmm/devices/acpi_pm.h"
 #include "vmm/devices/cmos.h"
@@ -18,6 +26,7 @@
 #include "vmm/devices/i8042.h"
 #include "vmm/devices/irq_line.h"
 #include "vmm/devices/serial.h"
+#include "vmm/kvm_device_host.h"
 #include "vmm/layout.h"
 #include "vmm/x86/boot_cpu.h"
 
@@ -44,19 +53,6 @@ void InstallKickHandler() {
   (void)installed;
 }
 
-class KvmIrqLine : public IrqLine {
- public:
-  KvmIrqLine(KvmVm* vm, uint32_t gsi) : vm_(vm), gsi_(gsi) {}
-  void Set(bool level) override {
-    // Fails only if the irqchip is gone, i.e. while the VM is torn down.
-    (void)vm_->SetIrqLine(gsi_, level);
-  }
-
- private:
-  KvmVm* vm_;
-  uint32_t gsi_;
-};
-
 }  // namespace
 
 const char* StopKindName(StopKind k) {
@@ -82,6 +78,12 @@ std::vector<MemoryRegionSpec> RamLayout(uint64_t memory_bytes) {
 
 Vm::Vm(KvmVm vm, GuestMemory memory, VmConfig config)
     : vm_(std::move(vm)), memory_(std::move(memory)), config_(std::move(config)) {}
+
+static uint64_t RamEnd(const GuestMemory& memory) {
+  uint64_t end = 0;
+  for (const MemoryRegion& r : memory.regions()) end = std::max(end, r.end());
+  return end;
+}
 
 absl::StatusOr<std::unique_ptr<Vm>> Vm::Create(const Kvm& kvm, VmConfig config) {
   if (config.cpus == 0 || config.cpus > kMaxVcpus) {
@@ -112,8 +114,16 @@ absl::Status Vm::Build(const Kvm& kvm) {
   if (absl::Status s = vm_.CreateIrqchip(); !s.ok()) return s;
   if (absl::Status s = vm_.CreatePit2(); !s.ok()) return s;
 
+  device_host_ = std::make_unique<KvmDeviceHost>(&vm_);
+  const layout::Window mmio64 = layout::Pci64Window(RamEnd(memory_));
+  pci_ = std::make_unique<pci::PciRoot>(device_host_.get(),
+                                        layout::Window{layout::kPciMmio32Base, layout::kPciMmio32Size},
+                                        mmio64);
+  if (absl::Status s = AddPciDevices(); !s.ok()) return s;
+
   if (absl::Status s = WriteBootCpuTables(memory_); !s.ok()) return s;
-  absl::StatusOr<uint64_t> rsdp = WriteAcpiTables(memory_, AcpiConfig{.num_cpus = config_.cpus});
+  absl::StatusOr<uint64_t> rsdp = WriteAcpiTables(
+      memory_, AcpiConfig{.num_cpus = config_.cpus, .pci = true, .pci_mmio64 = mmio64});
   if (!rsdp.ok()) return rsdp.status();
   BootConfig boot{.kernel = config_.kernel, .initrd = config_.initrd, .cmdline = config_.cmdline,
                   .rsdp_gpa = *rsdp};
@@ -126,7 +136,7 @@ absl::Status Vm::Build(const Kvm& kvm) {
 
   // Platform devices.
   StopRequester stop = [this](StopReason r) { RequestStop(std::move(r)); };
-  com1_irq_ = std::make_unique<KvmIrqLine>(&vm_, layout::kCom1Irq);
+  com1_irq_ = device_host_->IntxLine(layout::kCom1Irq);
   serial_ = std::make_shared<Serial>(config_.serial_out_fd, com1_irq_.get());
   struct Port {
     uint16_t base;
@@ -142,6 +152,19 @@ absl::Status Vm::Build(const Kvm& kvm) {
   };
   for (const Port& p : ports) {
     if (absl::Status s = pio_.Register(p.base, p.len, p.dev); !s.ok()) return s;
+  }
+  // The PCI bus: config mechanism #1, ECAM and the two BAR windows.
+  if (absl::Status s = pio_.Register(0xcf8, 8, pci_->config_io()); !s.ok()) return s;
+  const struct {
+    uint64_t base, len;
+    std::shared_ptr<BusDevice> dev;
+  } pci_mmio[] = {
+      {layout::kPciEcamBase, layout::kPciEcamSize, pci_->ecam()},
+      {layout::kPciMmio32Base, layout::kPciMmio32Size, pci_->mmio32_window()},
+      {mmio64.base, mmio64.size, pci_->mmio64_window()},
+  };
+  for (const auto& m : pci_mmio) {
+    if (absl::Status s = mmio_.Register(m.base, m.len, m.dev); !s.ok()) return s;
   }
   if (config_.ioeventfd_sink_port) {
     int sink = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -171,6 +194,120 @@ absl::Status Vm::Build(const Kvm& kvm) {
     vcpus_.push_back(std::move(vslot));
   }
   return absl::OkStatus();
+}
+
+absl::Status Vm::AddPciDevices() {
+  if (config_.disks.empty() && config_.nics.empty()) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<EventLoop>> loop = EventLoop::Create("flint-io");
+  if (!loop.ok()) return loop.status();
+  io_loop_ = std::move(*loop);
+  for (const DiskConfig& disk : config_.disks) {
+    absl::StatusOr<std::unique_ptr<virtio::VirtioBlk>> blk =
+        virtio::VirtioBlk::Create(disk, config_.io_engine);
+    if (!blk.ok()) {
+      return absl::Status(blk.status().code(),
+                          absl::StrFormat("--disk path=%s: %s", disk.path, blk.status().message()));
+    }
+    if (std::string note = (*blk)->engine_note(); !note.empty()) {
+      notes_.push_back(absl::StrFormat("disk %s: %s", disk.path, note));
+    }
+    absl::StatusOr<std::shared_ptr<virtio::VirtioPciDevice>> dev =
+        virtio::VirtioPciDevice::Create(std::move(*blk), &memory_, device_host_.get(),
+                                        io_loop_.get());
+    if (!dev.ok()) return dev.status();
+    absl::StatusOr<uint8_t> slot = pci_->AddDevice(*dev);
+    if (!slot.ok()) return slot.status();
+    pci_devices_.push_back(PciFunction{*slot, std::move(*dev)});
+  }
+  for (size_t i = 0; i < config_.nics.size(); ++i) {
+    NicConfig& nic = config_.nics[i];
+    if (nic.mac == std::array<uint8_t, 6>{}) {
+      // Locally administered, unicast: 02:46:4c ("FL") + 3 random bytes.
+      uint8_t r[3] = {};
+      (void)!getrandom(r, sizeof(r), 0);
+      nic.mac = {0x02, 0x46, 0x4c, r[0], r[1], r[2]};
+    }
+    const std::string what = absl::StrFormat("--net #%u", i + 1);
+    absl::StatusOr<std::unique_ptr<net::NetBackend>> backend = MakeNetBackend(nic, i);
+    if (!backend.ok()) {
+      return absl::Status(backend.status().code(),
+                          absl::StrFormat("%s: %s", what, backend.status().message()));
+    }
+    absl::StatusOr<std::unique_ptr<virtio::VirtioNet>> netdev =
+        virtio::VirtioNet::Create(nic, std::move(*backend));
+    if (!netdev.ok()) {
+      return absl::Status(netdev.status().code(),
+                          absl::StrFormat("%s: %s", what, netdev.status().message()));
+    }
+    virtio::VirtioNet* raw = netdev->get();
+    absl::StatusOr<std::shared_ptr<virtio::VirtioPciDevice>> dev =
+        virtio::VirtioPciDevice::Create(std::move(*netdev), &memory_, device_host_.get(),
+                                        io_loop_.get());
+    if (!dev.ok()) return dev.status();
+    absl::StatusOr<uint8_t> slot = pci_->AddDevice(*dev);
+    if (!slot.ok()) return slot.status();
+    pci_devices_.push_back(PciFunction{*slot, std::move(*dev)});
+    nics_.push_back(Nic{raw, nic});
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<net::NetBackend>> Vm::MakeNetBackend(const NicConfig& config,
+                                                                     size_t index) {
+  if (config.backend == NicConfig::Backend::kTap) {
+    absl::StatusOr<std::unique_ptr<net::TapBackend>> tap = net::TapBackend::Open(config);
+    if (!tap.ok()) return tap.status();
+    return std::unique_ptr<net::NetBackend>(std::move(*tap));
+  }
+  if (mkdir(config_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoStatus(errno, "creating the state directory " + config_.state_dir);
+  }
+  // Each start of a backend gets its own log: a swapped-in passt must not
+  // overwrite the log of the one it replaced.
+  static std::atomic<int> generation{0};
+  const std::string log = absl::StrFormat("%s/passt-net%u-%d.log", config_.state_dir, index,
+                                          generation.fetch_add(1));
+  absl::StatusOr<std::unique_ptr<net::PasstBackend>> passt =
+      net::PasstBackend::Create(config, log);
+  if (!passt.ok()) return passt.status();
+  return std::unique_ptr<net::NetBackend>(std::move(*passt));
+}
+
+absl::Status Vm::SwapNic(size_t index, const NicConfig& config) {
+  if (index >= nics_.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("no NIC %u: this VM has %u", index, nics_.size()));
+  }
+  Nic& nic = nics_[index];
+  NicConfig next = config;
+  if (next.mac != std::array<uint8_t, 6>{} && next.mac != nic.config.mac) {
+    return absl::InvalidArgumentError("a running NIC keeps its MAC: leave mac= out of net-swap");
+  }
+  next.mac = nic.config.mac;
+  if (next.mtu == 0) next.mtu = nic.config.mtu;
+  absl::StatusOr<std::unique_ptr<net::NetBackend>> backend = MakeNetBackend(next, index);
+  if (!backend.ok()) return backend.status();
+  if (absl::Status s = nic.device->SwapBackend(std::move(*backend)); !s.ok()) return s;
+  nic.config = next;
+  return absl::OkStatus();
+}
+
+std::vector<std::string> Vm::NicInfo() const {
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < nics_.size(); ++i) {
+    lines.push_back(absl::StrFormat("nic %u backend=%s link=%s", i,
+                                    nics_[i].device->BackendDescription(),
+                                    nics_[i].device->link_up() ? "up" : "down"));
+  }
+  return lines;
+}
+
+std::vector<std::string> Vm::DeviceStats() const {
+  std::vector<std::string> lines;
+  for (const PciFunction& f : pci_devices_) {
+    lines.push_back(absl::StrFormat("pci 00:%02x.0 %s", f.slot, f.device->StatsLine()));
+  }
+  return lines;
 }
 
 Vm::~Vm() {

@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "vmm/boot/loader.h"
 #include "vmm/bus.h"
+#include "vmm/event_loop.h"
 #include "vmm/exit_stats.h"
 #include "vmm/guest_memory.h"
 #include "vmm/kvm/kvm.h"
@@ -27,6 +28,17 @@
 namespace flint {
 
 class Serial;
+class KvmDeviceHost;
+namespace pci {
+class PciRoot;
+}
+namespace virtio {
+class VirtioPciDevice;
+class VirtioNet;
+}
+namespace net {
+class NetBackend;
+}
 
 class Vm {
  public:
@@ -53,6 +65,17 @@ class Vm {
   uint32_t num_vcpus() const { return static_cast<uint32_t>(vcpus_.size()); }
   Serial* serial() const { return serial_.get(); }
   const BootEntry& boot_entry() const { return boot_entry_; }
+  // One line per PCI device ("00:01.0 virtio-blk ..."), for --stats.
+  std::vector<std::string> DeviceStats() const;
+  // NIC `index` (in --net order) gets a new backend while the guest runs:
+  // link down, swap, link up. The MAC stays; `config` gives the backend.
+  // Any thread but the device event loop.
+  absl::Status SwapNic(size_t index, const NicConfig& config);
+  // One line per NIC: "nic 0 backend=passt pid=.. link=up ...".
+  std::vector<std::string> NicInfo() const;
+  // Things the user should know about how the VM was built (an I/O engine
+  // fallback), printed once by the caller.
+  const std::vector<std::string>& notes() const { return notes_; }
 
  private:
   enum Control : int { kRun = 0, kPaused = 1, kStop = 2 };
@@ -65,6 +88,9 @@ class Vm {
 
   Vm(KvmVm vm, GuestMemory memory, VmConfig config);
   absl::Status Build(const Kvm& kvm);
+  absl::Status AddPciDevices();
+  absl::StatusOr<std::unique_ptr<net::NetBackend>> MakeNetBackend(const NicConfig& config,
+                                                                  size_t index);
   void VcpuLoop(VcpuSlot& slot);
   // Called on a vCPU thread when control_ != kRun; returns true to exit.
   bool Park(VcpuSlot& slot);
@@ -73,9 +99,26 @@ class Vm {
   void HandleMmio(const VcpuSlot& slot, kvm_run* run);
   std::string DumpRegisters(const KvmVcpu& vcpu) const;
 
+  // Declaration order is teardown order reversed: PCI devices (which reset
+  // through the event loop and free their MSI routes) go before the loop,
+  // the device host and the KVM VM; guest memory outlives them all.
   KvmVm vm_;
   GuestMemory memory_;
   VmConfig config_;
+  std::unique_ptr<KvmDeviceHost> device_host_;
+  std::unique_ptr<EventLoop> io_loop_;
+  std::unique_ptr<pci::PciRoot> pci_;
+  struct PciFunction {
+    uint8_t slot;
+    std::shared_ptr<virtio::VirtioPciDevice> device;
+  };
+  std::vector<PciFunction> pci_devices_;
+  struct Nic {
+    virtio::VirtioNet* device;  // owned by its PciFunction
+    NicConfig config;
+  };
+  std::vector<Nic> nics_;
+  std::vector<std::string> notes_;
   Bus pio_{"pio"};
   Bus mmio_{"mmio"};
   std::shared_ptr<Serial> serial_;

@@ -83,6 +83,17 @@ u8 serial_read();  // waits for a byte
 // Prints "FAILED: <what>" and exits with 1.
 [[noreturn]] void fail(const char* what);
 
+// ---- Memory for device rings and buffers ------------------------------------
+// A bump allocator over guest RAM from `base` up, 4 KiB granules. `next`
+// starts at 0 (meaning `base`), so a global Arena needs no constructor.
+struct Arena {
+  u64 base;
+  const char* owner;  // names the user in the failure message
+  u64 next;
+};
+// fail()s when the boot memory map says there is no RAM there.
+u8* arena_alloc(Arena* a, u64 bytes);
+
 // ---- Strings ----------------------------------------------------------------
 usize strlen(const char* s);
 bool mem_eq(const void* a, const void* b, usize n);

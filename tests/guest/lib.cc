@@ -178,6 +178,31 @@ u64 cmdline_u64(const char* key, u64 def) {
   return def;
 }
 
+u8* arena_alloc(Arena* a, u64 bytes) {
+  const u64 base = a->next != 0 ? a->next : a->base;
+  const u64 end = base + ((bytes + 4095) & ~4095ull);
+  if (g_boot.memmap != 0 && g_boot.memmap_entries != 0) {
+    bool ok = false;
+    for (u32 i = 0; i < g_boot.memmap_entries && i < 128; ++i) {
+      const u8* e = reinterpret_cast<const u8*>(g_boot.memmap + 24ull * i);
+      u64 addr, size;
+      u32 type;
+      memcpy(&addr, e, 8);
+      memcpy(&size, e + 8, 8);
+      memcpy(&type, e + 16, 4);
+      if (type == 1 && addr <= base && addr + size >= end) ok = true;
+    }
+    if (!ok) {
+      print("FAILED: ");
+      print(a->owner);
+      print(": not enough RAM for the buffers (give the guest more memory)\n");
+      exit(1);
+    }
+  }
+  a->next = end;
+  return reinterpret_cast<u8*>(base);
+}
+
 }  // namespace guest
 
 // ---- Exceptions (runs at CPL0, called from boot.S) -------------------------

@@ -3,6 +3,9 @@
 #include "tests/guest/guest.h"
 
 namespace guest {
+
+void demo_disk();  // blk_progs.cc
+
 namespace {
 
 // ---- IDT ------------------------------------------------------------------
@@ -157,7 +160,7 @@ inline void bench_op(Bench b) {
       outb(0x3ff, 0x5a);
       break;
     case Bench::kMmio:
-      mmio_write<u32>(0xd0000000, 0);
+      mmio_write<u32>(0xf0000000, 0);  // layout::kUnassignedMmio
       break;
     case Bench::kIoeventfd:
       outl(0x5f0, 1);
@@ -324,12 +327,33 @@ void demo_smp(u32 cpus) {
   demo_uart();
   demo_rtc();
   if (cpus != 0) demo_smp(cpus);
+  demo_disk();
   if (g_failed) exit(1);
   print("all devices OK\n");
   exit(0);
 }
 
 }  // namespace
+
+// The virtio-blk programs (blk_progs.cc).
+void prog_blk();
+void prog_blk_ro();
+void prog_blk_mq();
+void prog_blk_msix();
+void prog_blk_hostile_loop();
+void prog_blk_hostile_oob();
+void prog_blk_hostile_long();
+void prog_blk_hostile_wheader();
+void prog_blk_bench();
+
+// The virtio-net programs (net_progs.cc).
+void prog_net_dhcp_udp();
+void prog_net_static_udp();
+void prog_net_tcp();
+void prog_net_udp_stream();
+void prog_net_hostile();
+void prog_net_bench();
+
 }  // namespace guest
 
 extern "C" void guest_main() {
@@ -360,6 +384,21 @@ extern "C" void guest_main() {
       {"bench-pio-handled", [] { prog_bench("bench-pio-handled", Bench::kPioHandled); }},
       {"bench-mmio", [] { prog_bench("bench-mmio", Bench::kMmio); }},
       {"bench-ioeventfd", [] { prog_bench("bench-ioeventfd", Bench::kIoeventfd); }},
+      {"blk", prog_blk},
+      {"blk-ro", prog_blk_ro},
+      {"blk-mq", prog_blk_mq},
+      {"blk-msix", prog_blk_msix},
+      {"blk-hostile-loop", prog_blk_hostile_loop},
+      {"blk-hostile-oob", prog_blk_hostile_oob},
+      {"blk-hostile-long", prog_blk_hostile_long},
+      {"blk-hostile-wheader", prog_blk_hostile_wheader},
+      {"blk-bench", prog_blk_bench},
+      {"net-dhcp-udp", prog_net_dhcp_udp},
+      {"net-static-udp", prog_net_static_udp},
+      {"net-tcp", prog_net_tcp},
+      {"net-udp-stream", prog_net_udp_stream},
+      {"net-hostile", prog_net_hostile},
+      {"net-bench", prog_net_bench},
   };
   for (const Entry& e : kPrograms) {
     if (str_eq(prog, len, e.name)) {

@@ -94,4 +94,10 @@ bool KvmAvailable(std::string* why) {
   return true;
 }
 
+std::string Describe(const ProcessResult& r) {
+  return "exit status " + std::to_string(r.exit_status) + (r.timed_out ? " (timed out)" : "") +
+         (r.exited ? "" : " (killed by a signal)") + "\n--- stdout\n" + r.out + "--- stderr\n" +
+         r.err;
+}
+
 }  // namespace flint::testing

@@ -20,6 +20,10 @@ struct ProcessResult {
 ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& stdin_data = "",
                          int timeout_ms = 60000, const std::string& stop_when = "");
 
+// "exit status N (timed out) (killed by a signal)" plus both output streams,
+// for assertion messages.
+std::string Describe(const ProcessResult& r);
+
 // True when /dev/kvm can be opened read-write by this process.
 bool KvmAvailable(std::string* why);
 

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -64,6 +65,25 @@ size_t Find(const Bytes& hay, const Bytes& needle, size_t from = 0) {
 
 Bytes Ascii(std::string_view s) { return Bytes(s.begin(), s.end()); }
 
+// The 64-bit PCI window of a VM with 6 GiB of RAM.
+constexpr layout::Window kMmio64 = layout::Pci64Window(6ull << 30);
+
+// One table set: vCPU count, and whether the VM has a PCI bus.
+struct TablesCase {
+  uint32_t cpus;
+  bool pci;
+};
+void PrintTo(const TablesCase& c, std::ostream* os) {
+  *os << c.cpus << " vCPUs" << (c.pci ? ", PCI" : "");
+}
+std::string CaseName(const testing::TestParamInfo<TablesCase>& info) {
+  return "Cpus" + std::to_string(info.param.cpus) + (info.param.pci ? "Pci" : "");
+}
+const auto kAllCases = testing::Values(TablesCase{1, false}, TablesCase{2, false},
+                                       TablesCase{64, false}, TablesCase{kMaxVcpus, false},
+                                       TablesCase{1, true}, TablesCase{kMaxVcpus, true});
+const auto kPciCases = testing::Values(TablesCase{1, true}, TablesCase{kMaxVcpus, true});
+
 GuestMemory TwoMiB() {
   absl::StatusOr<GuestMemory> mem = GuestMemory::Create({{0, 2 * kMiB}});
   EXPECT_TRUE(mem.ok()) << mem.status();
@@ -71,11 +91,13 @@ GuestMemory TwoMiB() {
 }
 
 // Reads the tables back the way a guest finds them: RSDP → XSDT → tables.
-class AcpiTablesTest : public testing::TestWithParam<uint32_t> {
+class AcpiTablesTest : public testing::TestWithParam<TablesCase> {
  protected:
   void SetUp() override {
     mem_ = TwoMiB();
-    absl::StatusOr<uint64_t> rsdp = WriteAcpiTables(mem_, AcpiConfig{.num_cpus = GetParam()});
+    absl::StatusOr<uint64_t> rsdp = WriteAcpiTables(
+        mem_, AcpiConfig{.num_cpus = GetParam().cpus, .pci = GetParam().pci,
+                         .pci_mmio64 = kMmio64});
     ASSERT_TRUE(rsdp.ok()) << rsdp.status();
     rsdp_gpa_ = *rsdp;
     rsdp_ = Read(rsdp_gpa_, 36);
@@ -133,11 +155,13 @@ TEST_P(AcpiTablesTest, RsdpIsInTheBiosScanAreaWithBothChecksums) {
   EXPECT_EQ(Text(xsdt_, 0, 4), "XSDT");
 }
 
-TEST_P(AcpiTablesTest, XsdtListsExactlyFadtAndMadt) {
-  EXPECT_EQ(xsdt_.size(), 36u + 2 * 8);
-  EXPECT_EQ(gpas_.size(), 2u);
+TEST_P(AcpiTablesTest, XsdtListsFadtMadtAndWithPciMcfg) {
+  const size_t n = GetParam().pci ? 3 : 2;
+  EXPECT_EQ(xsdt_.size(), 36u + n * 8);
+  EXPECT_EQ(gpas_.size(), n);
   EXPECT_EQ(gpas_.count("FACP"), 1u);
   EXPECT_EQ(gpas_.count("APIC"), 1u);
+  EXPECT_EQ(gpas_.count("MCFG"), GetParam().pci ? 1u : 0u);
 }
 
 TEST_P(AcpiTablesTest, EveryTableHasItsLengthChecksumAndIds) {
@@ -157,6 +181,9 @@ TEST_P(AcpiTablesTest, EveryTableHasItsLengthChecksumAndIds) {
   EXPECT_EQ(fadt_[8], 6) << "FADT revision";
   EXPECT_EQ(dsdt_[8], 2) << "DSDT revision (64-bit AML integers)";
   EXPECT_EQ(madt_[8], 5) << "MADT revision";
+  if (GetParam().pci) {
+    EXPECT_EQ(tables_["MCFG"][8], 1) << "MCFG revision";
+  }
 }
 
 TEST_P(AcpiTablesTest, TablesAreAlignedDisjointAndInsideTheWindow) {
@@ -200,7 +227,7 @@ TEST_P(AcpiTablesTest, FadtIsHardwareReducedWithTheSleepRegisters) {
 }
 
 TEST_P(AcpiTablesTest, MadtDescribesEveryVcpuAndTheIoapic) {
-  const uint32_t n = GetParam();
+  const uint32_t n = GetParam().cpus;
   EXPECT_EQ(Get<uint32_t>(madt_, 36), layout::kLapicBase);
   EXPECT_EQ(Get<uint32_t>(madt_, 40), 1u) << "PCAT_COMPAT: KVM's 8259s exist";
   std::vector<uint8_t> apic_ids;
@@ -274,9 +301,78 @@ TEST_P(AcpiTablesTest, DsdtHasS5AndCom1) {
                       dsdt_.begin() + static_cast<ptrdiff_t>(io + 13))),
             0)
       << "resource template checksum";
+  EXPECT_EQ(Find(dsdt_, Ascii("PCI0")) != std::string::npos, GetParam().pci)
+      << "the PCI host bridge is described exactly when there is a PCI bus";
 }
 
-INSTANTIATE_TEST_SUITE_P(CpuCounts, AcpiTablesTest, testing::Values(1u, 2u, 64u, kMaxVcpus));
+INSTANTIATE_TEST_SUITE_P(Configs, AcpiTablesTest, kAllCases, CaseName);
+
+// --- PCI: MCFG and the host bridge in the DSDT, at byte level ---
+
+using AcpiPciTablesTest = AcpiTablesTest;
+
+TEST_P(AcpiPciTablesTest, McfgHasOneAllocationForBusZeroAtTheEcam) {
+  const Bytes& mcfg = tables_["MCFG"];
+  ASSERT_EQ(mcfg.size(), 36u + 8 + 16);
+  EXPECT_EQ(Get<uint64_t>(mcfg, 36), 0u) << "reserved";
+  EXPECT_EQ(Get<uint64_t>(mcfg, 44), layout::kPciEcamBase);
+  EXPECT_EQ(Get<uint16_t>(mcfg, 52), 0u) << "segment group";
+  EXPECT_EQ(mcfg[54], 0) << "start bus";
+  EXPECT_EQ(mcfg[55], 0) << "end bus: the 1 MiB ECAM window covers bus 0";
+  EXPECT_EQ(layout::kPciEcamSize, 1u << 20);
+}
+
+TEST_P(AcpiPciTablesTest, DsdtDescribesTheHostBridgeAndReservesTheEcam) {
+  auto hid = [](uint32_t eisa) {
+    Bytes b = {'_', 'H', 'I', 'D', 0x0c};
+    for (int i = 0; i < 4; ++i) b.push_back(static_cast<uint8_t>(eisa >> (8 * i)));
+    return b;
+  };
+  size_t pci0 = Find(dsdt_, Ascii("PCI0"));
+  ASSERT_NE(pci0, std::string::npos);
+  EXPECT_NE(Find(dsdt_, hid(acpi::EisaId("PNP0A08")), pci0), std::string::npos);
+  EXPECT_NE(Find(dsdt_, {'_', 'C', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0a, 0x03}, pci0),
+            std::string::npos);
+  size_t mres = Find(dsdt_, Ascii("MRES"));
+  ASSERT_NE(mres, std::string::npos);
+  EXPECT_NE(Find(dsdt_, hid(acpi::EisaId("PNP0C02")), mres), std::string::npos);
+  // Memory32Fixed(ReadWrite, 0xe0000000, 0x100000).
+  EXPECT_NE(Find(dsdt_, {0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xe0, 0x00, 0x00, 0x10, 0x00},
+                 mres),
+            std::string::npos);
+  // DWordMemory: producer, fixed, non-cacheable read-write, the 32-bit window.
+  Bytes dword = {0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0, 0, 0, 0};
+  for (uint64_t v : {layout::kPciMmio32Base, layout::kPciMmio32Base + layout::kPciMmio32Size - 1,
+                     uint64_t{0}, layout::kPciMmio32Size}) {
+    for (int i = 0; i < 4; ++i) dword.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  EXPECT_NE(Find(dsdt_, dword, pci0), std::string::npos);
+  Bytes qword = {0x8a, 0x2b, 0x00, 0x00, 0x0c, 0x01, 0, 0, 0, 0, 0, 0, 0, 0};
+  for (uint64_t v : {kMmio64.base, kMmio64.base + kMmio64.size - 1, uint64_t{0}, kMmio64.size}) {
+    for (int i = 0; i < 8; ++i) qword.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  }
+  EXPECT_NE(Find(dsdt_, qword, pci0), std::string::npos);
+  // _PRT: NameOp "_PRT" PackageOp PkgLength(2 bytes) NumElements = 31 slots x 4 pins.
+  size_t prt = Find(dsdt_, Ascii("_PRT"), pci0);
+  ASSERT_NE(prt, std::string::npos);
+  EXPECT_EQ(dsdt_[prt - 1], 0x08);
+  EXPECT_EQ(dsdt_[prt + 4], 0x12);
+  EXPECT_EQ(dsdt_[prt + 5] >> 6, 1) << "two-byte PkgLength";
+  EXPECT_EQ(dsdt_[prt + 7], 124);
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, AcpiPciTablesTest, kPciCases, CaseName);
+
+TEST(AcpiTables, PciWithoutA64BitWindowHasNoQWordMemory) {
+  GuestMemory mem = TwoMiB();
+  absl::StatusOr<uint64_t> rsdp = WriteAcpiTables(mem, AcpiConfig{.num_cpus = 1, .pci = true});
+  ASSERT_TRUE(rsdp.ok()) << rsdp.status();
+  Bytes all(layout::kAcpiEnd - layout::kAcpiStart);
+  ASSERT_TRUE(mem.Read(layout::kAcpiStart, all.data(), all.size()).ok());
+  EXPECT_NE(Find(all, Ascii("PCI0")), std::string::npos);
+  EXPECT_NE(Find(all, {0x87, 0x17, 0x00}), std::string::npos) << "DWordMemory";
+  EXPECT_EQ(Find(all, {0x8a, 0x2b, 0x00}), std::string::npos) << "no QWordMemory";
+}
 
 TEST(AcpiTables, RejectsCpuCountsTheMadtCannotDescribe) {
   GuestMemory mem = TwoMiB();
@@ -383,6 +479,47 @@ TEST(Aml, ErrorsPropagateToTheEnclosingTerm) {
   EXPECT_EQ(bad.ToAml().status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(Aml, AddressSpaceAndFixedMemoryDescriptors) {
+  acpi::ResourceTemplate rt;
+  rt.WordBusNumber(0, 0x1f);
+  rt.WordIo(0x0d00, 0xffff);
+  rt.DWordMemory(0xc0000000, 0xdfffffff);
+  rt.QWordMemory(0x1'0000'0000ull, 0x1'ffff'ffffull);
+  rt.Memory32Fixed(0xe0000000, 0x100000);
+  Bytes b = rt.Bytes();
+  ASSERT_EQ(b.size(), 16u + 16 + 26 + 46 + 12 + 2);
+  EXPECT_EQ(Bytes(b.begin(), b.begin() + 16),
+            Bytes({0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00, 0, 0, 0, 0, 0x1f, 0, 0, 0, 0x20, 0}));
+  EXPECT_EQ(Bytes(b.begin() + 16, b.begin() + 32),
+            Bytes({0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03, 0, 0, 0x00, 0x0d, 0xff, 0xff, 0, 0, 0x00,
+                   0xf3}));
+  EXPECT_EQ(Bytes(b.begin() + 32, b.begin() + 38), Bytes({0x87, 0x17, 0x00, 0x00, 0x0c, 0x01}));
+  EXPECT_EQ(Get<uint32_t>(b, 38 + 4), 0xc0000000u);
+  EXPECT_EQ(Get<uint32_t>(b, 38 + 8), 0xdfffffffu);
+  EXPECT_EQ(Get<uint32_t>(b, 38 + 16), 0x20000000u) << "length";
+  EXPECT_EQ(Bytes(b.begin() + 58, b.begin() + 64), Bytes({0x8a, 0x2b, 0x00, 0x00, 0x0c, 0x01}));
+  EXPECT_EQ(Get<uint64_t>(b, 64 + 8), 0x1'0000'0000ull);
+  EXPECT_EQ(Get<uint64_t>(b, 64 + 16), 0x1'ffff'ffffull);
+  EXPECT_EQ(Get<uint64_t>(b, 64 + 32), 0x1'0000'0000ull) << "length";
+  EXPECT_EQ(Bytes(b.begin() + 104, b.begin() + 116),
+            Bytes({0x86, 0x09, 0x00, 0x01, 0, 0, 0, 0xe0, 0, 0, 0x10, 0}));
+  EXPECT_EQ(Sum(b), 0);
+  EXPECT_TRUE(rt.ToAml().status().ok());
+
+  // Ranges the descriptors cannot express are errors, not silent truncation.
+  for (auto bad : std::vector<std::function<void(acpi::ResourceTemplate&)>>{
+           [](acpi::ResourceTemplate& r) { r.WordIo(0, 0xffff); },  // length 0x10000
+           [](acpi::ResourceTemplate& r) { r.WordBusNumber(2, 1); },
+           [](acpi::ResourceTemplate& r) { r.DWordMemory(0, 0xffffffff); },
+           [](acpi::ResourceTemplate& r) { r.QWordMemory(0, ~0ull); },
+           [](acpi::ResourceTemplate& r) { r.Memory32Fixed(0xfff00000, 0x200000); },
+           [](acpi::ResourceTemplate& r) { r.Memory32Fixed(0xe0000000, 0); }}) {
+    acpi::ResourceTemplate r;
+    bad(r);
+    EXPECT_EQ(r.ToAml().status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST(Aml, ResourceTemplateEndsWithAChecksummedEndTag) {
   acpi::ResourceTemplate rt;
   rt.Io16(0x3f8, 0x3f8, 0, 8).IrqNoFlags(4);
@@ -444,6 +581,18 @@ class AcpicaTest : public AcpiTablesTest {
     Dump("facp", fadt_);
     Dump("dsdt", dsdt_);
     Dump("apic", madt_);
+    if (GetParam().pci) Dump("mcfg", tables_["MCFG"]);
+  }
+  // The tables this case wrote, by dump name.
+  std::vector<std::string> Names() const {
+    std::vector<std::string> n = {"xsdt", "facp", "dsdt", "apic"};
+    if (GetParam().pci) n.push_back("mcfg");
+    return n;
+  }
+  std::string DatFiles() const {
+    std::string files;
+    for (const std::string& n : Names()) files += " " + n + ".dat";
+    return files;
   }
   void Dump(const std::string& name, const Bytes& b) {
     std::ofstream out(dir_.path() / (name + ".dat"), std::ios::binary);
@@ -460,14 +609,14 @@ bool Executable(const char* path) { return access(path, X_OK) == 0; }
 TEST_P(AcpicaTest, IaslDisassemblesEveryTableCleanly) {
   if (!Executable("/usr/bin/iasl")) GTEST_SKIP() << "iasl not installed (Debian: acpica-tools)";
   std::map<std::string, std::string> dsl;
-  for (const char* name : {"xsdt", "facp", "dsdt", "apic"}) {
+  for (const std::string& name : Names()) {
     SCOPED_TRACE(name);
-    CommandResult r = InDir(std::string("/usr/bin/iasl -d ") + name + ".dat");
+    CommandResult r = InDir("/usr/bin/iasl -d " + name + ".dat");
     EXPECT_EQ(r.status, 0) << r.output;
     EXPECT_THAT(r.output, Not(HasSubstr("Incorrect checksum")));
     EXPECT_THAT(r.output, Not(HasSubstr("Error")));
     EXPECT_THAT(r.output, Not(HasSubstr("Warning")));
-    dsl[name] = ReadFile(dir_.path() / (std::string(name) + ".dsl"));
+    dsl[name] = ReadFile(dir_.path() / (name + ".dsl"));
     EXPECT_THAT(dsl[name], Not(HasSubstr("Incorrect checksum")));
     EXPECT_THAT(dsl[name], Not(HasSubstr("Unknown")));
   }
@@ -482,7 +631,7 @@ TEST_P(AcpicaTest, IaslDisassemblesEveryTableCleanly) {
        at = dsl["apic"].find("[Processor Local APIC]", at + 1)) {
     ++lapics;
   }
-  EXPECT_EQ(lapics, GetParam());
+  EXPECT_EQ(lapics, GetParam().cpus);
 
   // The disassembled DSDT compiles back without errors or warnings.
   CommandResult c = InDir("/usr/bin/iasl dsdt.dsl");
@@ -494,7 +643,8 @@ TEST_P(AcpicaTest, AcpiexecLoadsTheNamespaceAndEvaluatesIt) {
   if (!Executable("/usr/bin/acpiexec")) GTEST_SKIP() << "acpiexec not installed (Debian: acpica-tools)";
   CommandResult r = InDir(
       "timeout 60 /usr/bin/acpiexec -b 'evaluate \\_S5_; evaluate \\_SB.COM1._HID; "
-      "evaluate \\_SB.COM1._CRS' xsdt.dat facp.dat dsdt.dat apic.dat");
+      "evaluate \\_SB.COM1._CRS'" +
+      DatFiles());
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("1 ACPI AML tables successfully acquired and loaded"));
   EXPECT_THAT(r.output, HasSubstr("[Package] Contains 4 Elements"));
@@ -505,7 +655,102 @@ TEST_P(AcpicaTest, AcpiexecLoadsTheNamespaceAndEvaluatesIt) {
   EXPECT_THAT(r.output, Not(HasSubstr("AE_")));  // any ACPICA exception code
 }
 
-INSTANTIATE_TEST_SUITE_P(CpuCounts, AcpicaTest, testing::Values(1u, 2u, 64u, kMaxVcpus));
+INSTANTIATE_TEST_SUITE_P(Configs, AcpicaTest, kAllCases, CaseName);
+
+// Removes every space, tab and line break, so disassembly can be matched
+// without depending on iasl's indentation.
+std::string Squeeze(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') out.push_back(c);
+  }
+  return out;
+}
+
+// How iasl writes a small integer.
+std::string AslInteger(uint32_t v) {
+  if (v == 0) return "Zero";
+  if (v == 1) return "One";
+  char buf[16];
+  std::snprintf(buf, sizeof buf, v <= 0xff ? "0x%02X" : "0x%08X", v);
+  return buf;
+}
+
+using AcpicaPciTest = AcpicaTest;
+
+TEST_P(AcpicaPciTest, IaslSeesTheHostBridgeItsWindowsRoutingAndMcfg) {
+  if (!Executable("/usr/bin/iasl")) GTEST_SKIP() << "iasl not installed (Debian: acpica-tools)";
+  for (const char* name : {"dsdt", "mcfg"}) {
+    CommandResult r = InDir(std::string("/usr/bin/iasl -d ") + name + ".dat");
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  const std::string dsdt = ReadFile(dir_.path() / "dsdt.dsl");
+  const std::string mcfg = ReadFile(dir_.path() / "mcfg.dsl");
+  EXPECT_THAT(mcfg, HasSubstr("Base Address : 00000000E0000000"));
+  EXPECT_THAT(mcfg, HasSubstr("Segment Group Number : 0000"));
+  EXPECT_THAT(mcfg, HasSubstr("Start Bus Number : 00"));
+  EXPECT_THAT(mcfg, HasSubstr("End Bus Number : 00"));
+
+  const std::string d = Squeeze(dsdt);
+  EXPECT_THAT(d, HasSubstr("Device(PCI0)"));
+  EXPECT_THAT(d, HasSubstr("Name(_HID,EisaId(\"PNP0A08\")"));
+  EXPECT_THAT(d, HasSubstr("Name(_CID,EisaId(\"PNP0A03\")"));
+  EXPECT_THAT(d, HasSubstr("Name(_SEG,Zero)"));
+  EXPECT_THAT(d, HasSubstr("Name(_BBN,Zero)"));
+  EXPECT_THAT(d, HasSubstr("WordBusNumber(ResourceProducer,MinFixed,MaxFixed,PosDecode,"
+                           "0x0000,//Granularity0x0000,//RangeMinimum0x0000,//RangeMaximum"));
+  EXPECT_THAT(d, HasSubstr("0x0000,//RangeMinimum0x0CF7,//RangeMaximum"));
+  EXPECT_THAT(d, HasSubstr("0x0D00,//RangeMinimum0xFFFF,//RangeMaximum"));
+  EXPECT_THAT(d, HasSubstr("DWordMemory(ResourceProducer,PosDecode,MinFixed,MaxFixed,"
+                           "NonCacheable,ReadWrite,0x00000000,//Granularity0xC0000000,"
+                           "//RangeMinimum0xDFFFFFFF,//RangeMaximum"));
+  char qword[160];
+  std::snprintf(qword, sizeof qword, "0x%016llX,//RangeMinimum0x%016llX,//RangeMaximum",
+                static_cast<unsigned long long>(kMmio64.base),
+                static_cast<unsigned long long>(kMmio64.base + kMmio64.size - 1));
+  EXPECT_THAT(d, HasSubstr("QWordMemory(ResourceProducer,PosDecode,MinFixed,MaxFixed,"
+                           "NonCacheable,ReadWrite,"));
+  EXPECT_THAT(d, HasSubstr(qword));
+  EXPECT_THAT(d, HasSubstr("Device(MRES)"));
+  EXPECT_THAT(d, HasSubstr("Name(_HID,EisaId(\"PNP0C02\")"));
+  EXPECT_THAT(d, HasSubstr("Memory32Fixed(ReadWrite,0xE0000000,//AddressBase0x00100000,"
+                           "//AddressLength"));
+
+  // _PRT: every slot 1..31 and pin, in order, to the GSI layout.h wires it to.
+  std::string prt = "Name(_PRT,Package(0x7C)//_PRT:PCIRoutingTable{";
+  for (uint32_t slot = 1; slot < 32; ++slot) {
+    for (uint32_t pin = 0; pin < 4; ++pin) {
+      char addr[16];
+      std::snprintf(addr, sizeof addr, "0x%04XFFFF", slot);
+      prt += std::string(slot == 1 && pin == 0 ? "" : ",") + "Package(0x04){" + addr + "," +
+             AslInteger(pin) + ",Zero," + AslInteger(layout::PciIntxGsi(slot, pin)) + "}";
+    }
+  }
+  prt += "})";
+  EXPECT_THAT(d, HasSubstr(prt));
+}
+
+TEST_P(AcpicaPciTest, AcpiexecEvaluatesThePciObjects) {
+  if (!Executable("/usr/bin/acpiexec")) {
+    GTEST_SKIP() << "acpiexec not installed (Debian: acpica-tools)";
+  }
+  CommandResult r = InDir(
+      "timeout 60 /usr/bin/acpiexec -b 'evaluate \\_SB.PCI0._HID; evaluate \\_SB.PCI0._PRT; "
+      "evaluate \\_SB.PCI0._CRS; evaluate \\_SB.MRES._CRS; evaluate \\_SB.MRES._HID'" +
+      DatFiles());
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("1 ACPI AML tables successfully acquired and loaded"));
+  EXPECT_THAT(r.output, HasSubstr("ACPI: MCFG"));
+  EXPECT_THAT(r.output, HasSubstr("[Integer] = 00000000080AD041")) << "PNP0A08";
+  EXPECT_THAT(r.output, HasSubstr("[Integer] = 00000000020CD041")) << "PNP0C02";
+  EXPECT_THAT(r.output, HasSubstr("[Package] Contains 124 Elements"));
+  EXPECT_THAT(r.output, HasSubstr("86 09 00 01 00 00 00 E0 00 00 10 00 79"));
+  // The bus-number descriptor opens the bridge's _CRS.
+  EXPECT_THAT(r.output, HasSubstr("0000: 88 0D 00 02 0C 00 00 00 00 00 00 00 00 00 01 00"));
+  EXPECT_THAT(r.output, Not(HasSubstr("AE_")));
+}
+
+INSTANTIATE_TEST_SUITE_P(Configs, AcpicaPciTest, kPciCases, CaseName);
 
 }  // namespace
 }  // namespace flint

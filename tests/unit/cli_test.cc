@@ -80,7 +80,101 @@ INSTANTIATE_TEST_SUITE_P(
                     Bad{{"run", "--stats=yes"}, "takes no value"}, Bad{{"run", "--bogus"}, "unknown option"},
                     Bad{{"run", "--cpus", "1", "--cpus", "2"}, "more than once"},
                     Bad{{"run", "--memory-backing", "swap"}, "anon, memfd or hugetlb"},
-                    Bad{{"run", "--memory-backing", "hugetlb", "--memory", "9M"}, "2 MiB"}));
+                    Bad{{"run", "--memory-backing", "hugetlb", "--memory", "9M"}, "2 MiB"},
+                    Bad{{"run", "--disk"}, "needs a value"},
+                    Bad{{"run", "--disk", "readonly=on"}, "needs path=IMG"},
+                    Bad{{"run", "--disk", "path="}, "needs an image"},
+                    Bad{{"run", "--disk", "/img"}, "key=value"},
+                    Bad{{"run", "--disk", "path=/a,readonly=yes"}, "on or off"},
+                    Bad{{"run", "--disk", "path=/a,queues=0"}, "out of range 1..16"},
+                    Bad{{"run", "--disk", "path=/a,queues=17"}, "out of range 1..16"},
+                    Bad{{"run", "--disk", "path=/a,queues=x"}, "whole number"},
+                    Bad{{"run", "--disk", "path=/a,serial=123456789012345678901"}, "20 bytes"},
+                    Bad{{"run", "--disk", "path=/a,serial=a b"}, "printable"},
+                    Bad{{"run", "--disk", "path=/a,cache=none"}, "no option 'cache'"},
+                    Bad{{"run", "--disk", "path=/a,path=/b"}, "more than once"},
+                    Bad{{"run", "--disk", "path=/a", "--disk", "path=/a,readonly=on"}, "given twice"},
+                    Bad{{"run", "--io-engine", "aio"}, "auto, io_uring or threads"},
+                    Bad{{"run", "--net", "slirp"}, "passt, tap=NAME or fd=N"},
+                    Bad{{"run", "--net", "tap="}, "passt, tap=NAME or fd=N"},
+                    Bad{{"run", "--net", "tap=abcdefghijklmnop"}, "15 characters"},
+                    Bad{{"run", "--net", "fd=2"}, "3 or above"},
+                    Bad{{"run", "--net", "fd=x"}, "whole number"},
+                    Bad{{"run", "--net", "passt,mac=52:54:00:12:34"}, "not a MAC"},
+                    Bad{{"run", "--net", "passt,mac=52-54-00-12-34-56"}, "not a MAC"},
+                    Bad{{"run", "--net", "passt,mac=01:00:5e:00:00:01"}, "multicast"},
+                    Bad{{"run", "--net", "passt,mac=00:00:00:00:00:00"}, "not a usable"},
+                    Bad{{"run", "--net", "passt,mtu=67"}, "68..65520"},
+                    Bad{{"run", "--net", "passt,mtu=65521"}, "68..65520"},
+                    Bad{{"run", "--net", "passt,tcp="}, "needs a port spec"},
+                    Bad{{"run", "--net", "passt,tcp=80 -x"}, "port spec has digits"},
+                    Bad{{"run", "--net", "passt,addr=10.0.0"}, "not an IPv4"},
+                    Bad{{"run", "--net", "passt,addr=10.0.0.256"}, "not an IPv4"},
+                    Bad{{"run", "--net", "passt,addr=10..0.1"}, "not an IPv4"},
+                    Bad{{"run", "--net", "passt,queues=2"}, "needs tap=NAME"},
+                    Bad{{"run", "--net", "fd=5,queues=2"}, "needs tap=NAME"},
+                    Bad{{"run", "--net", "tap=t0,tcp=80"}, "passt option"},
+                    Bad{{"run", "--net", "tap=t0,queues=9"}, "1..8"},
+                    Bad{{"run", "--net", "tap=t0,mtu=1500,mtu=9000"}, "more than once"},
+                    Bad{{"run", "--net", "passt,speed=10"}, "no option 'speed'"},
+                    Bad{{"run", "--net", "tap=t0", "--net", "tap=t0"}, "given twice"},
+                    Bad{{"run", "--net", "passt,mac=52:54:00:00:00:01", "--net",
+                         "passt,mac=52:54:00:00:00:01"}, "same MAC"},
+                    Bad{{"run", "--control-socket", ""}, "needs a path"}));
+
+TEST(Cli, NicsParse) {
+  absl::StatusOr<Command> c = ParseCommandLine(
+      {"run", "--net", "passt,mac=52:54:00:ab:cd:ef,tcp=8080,tcp=2222:22,udp=5353,mtu=9000,addr=10.0.2.15",
+       "--net", "tap=flint0,queues=4", "--net=fd=7", "--control-socket", "/run/vm.sock"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto& n = c->run.nics;
+  ASSERT_EQ(n.size(), 3u);
+  EXPECT_EQ(n[0].backend, NicConfig::Backend::kPasst);
+  EXPECT_EQ(n[0].mac, (std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef}));
+  EXPECT_EQ(n[0].tcp, (std::vector<std::string>{"8080", "2222:22"}));
+  EXPECT_EQ(n[0].udp, (std::vector<std::string>{"5353"}));
+  EXPECT_EQ(n[0].mtu, 9000);
+  EXPECT_EQ(n[0].ipv4, "10.0.2.15");
+  EXPECT_EQ(n[1].backend, NicConfig::Backend::kTap);
+  EXPECT_EQ(n[1].tap_name, "flint0");
+  EXPECT_EQ(n[1].queues, 4);
+  EXPECT_EQ(n[1].mac, (std::array<uint8_t, 6>{}));  // flint picks one
+  EXPECT_EQ(n[2].tap_fd, 7);
+  EXPECT_EQ(c->run.control_socket, "/run/vm.sock");
+}
+
+TEST(Cli, DisksAreRepeatableAndKeepTheirOrder) {
+  absl::StatusOr<Command> c = ParseCommandLine(
+      {"run", "--disk", "path=/a.img,readonly=on,serial=vol-1", "--disk=path=/b,,c.img,direct=on,queues=4",
+       "--io-engine", "threads"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto& d = c->run.disks;
+  ASSERT_EQ(d.size(), 2u);
+  EXPECT_EQ(d[0].path, "/a.img");
+  EXPECT_TRUE(d[0].readonly);
+  EXPECT_FALSE(d[0].direct);
+  EXPECT_EQ(d[0].queues, 1);
+  EXPECT_EQ(d[0].serial, "vol-1");
+  EXPECT_EQ(d[1].path, "/b,c.img");  // ",," is a literal comma
+  EXPECT_FALSE(d[1].readonly);
+  EXPECT_TRUE(d[1].direct);
+  EXPECT_EQ(d[1].queues, 4);
+  EXPECT_EQ(c->run.io_engine, IoEngine::kThreads);
+  EXPECT_EQ(ParseCommandLine({"run"})->run.io_engine, IoEngine::kAuto);
+}
+
+TEST(Cli, AtMostOneDiskPerPciSlot) {
+  std::vector<std::string> args = {"run"};
+  for (size_t i = 0; i <= kMaxPciDevices; ++i) {
+    args.push_back("--disk");
+    args.push_back("path=/d" + std::to_string(i));
+  }
+  absl::StatusOr<Command> c = ParseCommandLine(args);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("31 device slots"), std::string::npos) << c.status();
+  args.resize(args.size() - 2);
+  EXPECT_TRUE(ParseCommandLine(args).ok());
+}
 
 TEST(Cli, MemorySizes) {
   EXPECT_EQ(*ParseMemorySize("512"), 512ull << 20);

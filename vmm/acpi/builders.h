@@ -5,10 +5,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "vmm/layout.h"
 
 namespace flint::acpi {
 
@@ -21,8 +23,18 @@ std::vector<uint8_t> BuildRsdp(uint64_t xsdt_gpa);
 absl::StatusOr<std::vector<uint8_t>> BuildXsdt(std::span<const uint64_t> table_gpas);
 // Hardware-reduced FADT whose X_DSDT is dsdt_gpa.
 absl::StatusOr<std::vector<uint8_t>> BuildFadt(uint64_t dsdt_gpa);
-// DSDT: \_S5_ and the COM1 device.
-absl::StatusOr<std::vector<uint8_t>> BuildDsdt();
+// What the DSDT says about the PCI host bridge (bus 0, segment 0).
+struct PciHostBridge {
+  layout::Window mmio32;  // BAR windows the bridge forwards
+  layout::Window mmio64;  // size 0: none
+  layout::Window ecam;    // reserved as a motherboard resource
+};
+// DSDT: \_S5_, the COM1 device and, given `pci`, \_SB.PCI0 (resources and
+// interrupt routing) and \_SB.MRES (the ECAM reservation).
+absl::StatusOr<std::vector<uint8_t>> BuildDsdt(const std::optional<PciHostBridge>& pci);
+// MCFG (PCI Firmware 3.0 §4.1.2): one ECAM allocation for segment 0, buses
+// 0..end_bus, at ecam_base.
+absl::StatusOr<std::vector<uint8_t>> BuildMcfg(uint64_t ecam_base, uint8_t end_bus);
 // MADT for vCPUs 0..num_cpus-1; InvalidArgument outside 1..kAcpiMaxCpus.
 absl::StatusOr<std::vector<uint8_t>> BuildMadt(uint32_t num_cpus);
 

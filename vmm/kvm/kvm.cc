@@ -13,6 +13,24 @@
 #include "vmm/kvm/abi.h"
 
 namespace flint {
+namespace {
+
+// The argument of a variable-length ioctl: an 8-byte header (count, padding;
+// see abi.h for why not the kernel struct) followed by the entries.
+template <typename Header, typename Entry>
+std::unique_ptr<uint8_t[]> PackEntries(const std::vector<Entry>& entries) {
+  const size_t bytes = sizeof(Header) + entries.size() * sizeof(Entry);
+  auto buf = std::make_unique<uint8_t[]>(bytes);
+  std::memset(buf.get(), 0, bytes);
+  const uint32_t n = static_cast<uint32_t>(entries.size());
+  std::memcpy(buf.get(), &n, sizeof(n));  // every header starts with its count
+  if (!entries.empty()) {
+    std::memcpy(buf.get() + sizeof(Header), entries.data(), entries.size() * sizeof(Entry));
+  }
+  return buf;
+}
+
+}  // namespace
 
 absl::Status ErrnoStatus(int err, const std::string& what) {
   std::string msg = absl::StrFormat("%s failed: %s", what, strerror(err));
@@ -211,6 +229,14 @@ absl::Status KvmVm::UnregisterIrqfd(int event_fd, uint32_t gsi) {
   return absl::OkStatus();
 }
 
+absl::Status KvmVm::SetGsiRouting(const std::vector<kvm_irq_routing_entry>& entries) {
+  auto buf = PackEntries<kvm_abi::IrqRoutingHeader>(entries);
+  if (Ioctl(fd_.get(), kvm_abi::kSetGsiRouting, buf.get()) != 0) {
+    return ErrnoStatus(errno, absl::StrFormat("KVM_SET_GSI_ROUTING (%u routes)", entries.size()));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 kvm_ioeventfd MakeIoeventfd(int event_fd, uint64_t addr, uint32_t len, bool is_pio,
                             std::optional<uint64_t> datamatch) {
@@ -311,24 +337,14 @@ absl::Status KvmVcpu::SetFpu(const kvm_fpu& fpu) const {
 }
 
 absl::Status KvmVcpu::SetCpuid(const std::vector<kvm_cpuid_entry2>& entries) const {
-  size_t bytes = sizeof(kvm_abi::Cpuid2Header) + entries.size() * sizeof(kvm_cpuid_entry2);
-  auto buf = std::make_unique<uint8_t[]>(bytes);
-  std::memset(buf.get(), 0, bytes);
-  auto* c = reinterpret_cast<kvm_abi::Cpuid2Header*>(buf.get());
-  c->nent = static_cast<uint32_t>(entries.size());
-  std::memcpy(buf.get() + sizeof(*c), entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
-  if (Ioctl(fd_.get(), kvm_abi::kSetCpuid2, c) != 0) return ErrnoStatus(errno, "KVM_SET_CPUID2");
+  auto buf = PackEntries<kvm_abi::Cpuid2Header>(entries);
+  if (Ioctl(fd_.get(), kvm_abi::kSetCpuid2, buf.get()) != 0) return ErrnoStatus(errno, "KVM_SET_CPUID2");
   return absl::OkStatus();
 }
 
 absl::Status KvmVcpu::SetMsrs(const std::vector<kvm_msr_entry>& msrs) const {
-  size_t bytes = sizeof(kvm_abi::MsrsHeader) + msrs.size() * sizeof(kvm_msr_entry);
-  auto buf = std::make_unique<uint8_t[]>(bytes);
-  std::memset(buf.get(), 0, bytes);
-  auto* m = reinterpret_cast<kvm_abi::MsrsHeader*>(buf.get());
-  m->nmsrs = static_cast<uint32_t>(msrs.size());
-  std::memcpy(buf.get() + sizeof(*m), msrs.data(), msrs.size() * sizeof(kvm_msr_entry));
-  int n = Ioctl(fd_.get(), kvm_abi::kSetMsrs, m);
+  auto buf = PackEntries<kvm_abi::MsrsHeader>(msrs);
+  int n = Ioctl(fd_.get(), kvm_abi::kSetMsrs, buf.get());
   if (n < 0) return ErrnoStatus(errno, "KVM_SET_MSRS");
   if (static_cast<size_t>(n) != msrs.size()) {
     return absl::FailedPreconditionError(

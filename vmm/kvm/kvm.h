@@ -56,6 +56,8 @@ class KvmVm {
   absl::Status CreatePit2();
   // Level of a GSI on the in-kernel IOAPIC/PIC.
   absl::Status SetIrqLine(uint32_t gsi, bool level);
+  // Replaces the whole GSI routing table (irqchip pins and MSI routes).
+  absl::Status SetGsiRouting(const std::vector<kvm_irq_routing_entry>& entries);
   absl::Status RegisterIrqfd(int event_fd, uint32_t gsi, int resample_fd = -1);
   absl::Status UnregisterIrqfd(int event_fd, uint32_t gsi);
   // Binds a guest PIO (is_pio) or MMIO write of `len` bytes at `addr` to an
