@@ -54,6 +54,11 @@ absl::StatusOr<GuestMemory> GuestMemory::Create(std::vector<MemoryRegionSpec> sp
       p = mmap(nullptr, s.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                -1, 0);
       if (p == MAP_FAILED) return Errno("mmap", s.size);
+      // Transparent huge pages where the host allows them (the common
+      // "madvise" setting needs this call): fewer page-table levels for KVM
+      // to walk and shadow, and one page to pin per 2 MiB of guest buffer
+      // for O_DIRECT I/O. Advice only: failure changes nothing.
+      (void)madvise(p, s.size, MADV_HUGEPAGE);
     } else {
       unsigned flags = MFD_CLOEXEC;
       if (backing == MemoryBacking::kHugetlb) flags |= MFD_HUGETLB;
