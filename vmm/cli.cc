@@ -281,6 +281,10 @@ Boots one virtual machine on /dev/kvm. With no --kernel, boots flint's
 embedded demo guest, which exercises the UART, CMOS clock and ACPI tables.
 
 options:
+  --config FILE        the VM described in proto3 JSON (flint.v1.VmConfig,
+                       agent-api/proto/flint/v1/vm_config.proto) instead of the
+                       options below that shape it; --stats, --no-reboot,
+                       --control-socket and --state-dir still combine with it
   --kernel PATH        Linux bzImage, vmlinux, or any ELF with a PVH entry note
   --initrd PATH        initial ramdisk
   --cmdline STR        kernel command line (default: "console=ttyS0 reboot=k

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "agent-api/config_file.h"
 #include "tests/guest/embedded_guest.h"
 #include "vmm/boot/file.h"
 #include "vmm/cli.h"
@@ -268,8 +269,13 @@ int main(int argc, char** argv) {
   // instructions per lock (a graph lookup) on the device paths that vCPU
   // threads take on every exit. The test suites keep it on.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  std::vector<std::string> args(argv + 1, argv + argc);
-  absl::StatusOr<flint::Command> cmd = flint::ParseCommandLine(args);
+  absl::StatusOr<std::vector<std::string>> args =
+      flint::ExpandConfigOption(std::vector<std::string>(argv + 1, argv + argc));
+  if (!args.ok()) {
+    std::fprintf(stderr, "flint: %s\n", std::string(args.status().message()).c_str());
+    return flint::kExitUsage;
+  }
+  absl::StatusOr<flint::Command> cmd = flint::ParseCommandLine(*args);
   if (!cmd.ok()) {
     std::fprintf(stderr, "flint: %s\n", std::string(cmd.status().message()).c_str());
     return flint::kExitUsage;

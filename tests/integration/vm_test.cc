@@ -108,6 +108,25 @@ TEST(FlintVm, DemoGuestUsesADiskWithoutChangingIt) {
   EXPECT_TRUE(image.contents() == data) << "the demo changed the disk's contents";
 }
 
+// `flint run --config FILE` (proto3 JSON, agent-api's schema) builds the
+// same VM the flags would.
+TEST(FlintVm, ConfigFileDescribesTheVm) {
+  REQUIRE_KVM();
+  ::flint::testing::TempImage image(FLINT_BUILD_ROOT, "config-disk", std::string(1 << 20, '\0'));
+  ASSERT_TRUE(image.ok());
+  const std::string json = R"({"cpus": 2, "memoryMib": 64, "cmdline": "flint.prog=demo",
+      "disks": [{"path": ")" + image.path() + R"(", "serial": "from-json"}]})";
+  ::flint::testing::TempImage config(FLINT_BUILD_ROOT, "vm-config", json);
+  ASSERT_TRUE(config.ok());
+  ProcessResult r = Flint({"run", "--no-reboot", "--config", config.path()});
+  EXPECT_EQ(r.exit_status, 1) << r.out << r.err;
+  EXPECT_TRUE(Has(r.out, "smp: 2 of 2 cpus online")) << r.out;
+  EXPECT_TRUE(Has(r.out, "id=from-json read, write, flush ok")) << r.out;
+  ProcessResult typo = Flint({"run", "--config", config.path(), "--memory", "128M"});
+  EXPECT_EQ(typo.exit_status, 2);
+  EXPECT_TRUE(Has(typo.err, "--memory is given on the command line")) << typo.err;
+}
+
 TEST(FlintVm, EightVcpusAllComeOnline) {
   REQUIRE_KVM();
   ProcessResult r = Flint({"run", "--cpus", "8", "--no-reboot"});
