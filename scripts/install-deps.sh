@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(meson ninja-build pkg-config g++ linux-libc-dev python3
       liburing-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
       qemu-system-x86 acpica-tools lz4 xz-utils zstd valgrind binutils
-      passt iproute2 libprotobuf-dev protobuf-compiler)
+      passt iproute2 libprotobuf-dev protobuf-compiler
+      libgrpc++-dev protobuf-compiler-grpc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -284,7 +284,8 @@ options:
   --config FILE        the VM described in proto3 JSON (flint.v1.VmConfig,
                        agent-api/proto/flint/v1/vm_config.proto) instead of the
                        options below that shape it; --stats, --no-reboot,
-                       --control-socket and --state-dir still combine with it
+                       --control-socket, --api-socket and --state-dir still
+                       combine with it
   --kernel PATH        Linux bzImage, vmlinux, or any ELF with a PVH entry note
   --initrd PATH        initial ramdisk
   --cmdline STR        kernel command line (default: "console=ttyS0 reboot=k
@@ -308,6 +309,9 @@ options:
                          fd=N[,mac=M][,mtu=N]  a TAP fd inherited from the launcher
   --control-socket P   serve control requests on UNIX socket P (net-swap,
                        net-info; see docs/CONTROL.md)
+  --api-socket P       serve the per-VM gRPC API (flint.v1.VmService,
+                       agent-api/proto/flint/v1/vm_service.proto) on UNIX
+                       socket P, mode 0600; flintctl is its command-line client
   --state-dir DIR      where per-VM files (passt logs) go (default /tmp/flint-PID)
   --io-engine E        disk I/O engine: auto (default: io_uring when the host
                        allows it, else a thread pool), io_uring, or threads
@@ -449,11 +453,13 @@ absl::StatusOr<Command> ParseCommandLine(const std::vector<std::string>& args) {
             "too many --disk/--net options: the PCI bus has %u device slots", kMaxPciDevices));
       }
       o.nics.push_back(*n);
-    } else if (flag == "--control-socket" || flag == "--state-dir") {
+    } else if (flag == "--control-socket" || flag == "--state-dir" || flag == "--api-socket") {
       absl::StatusOr<std::string> v = get();
       if (!v.ok()) return v.status();
       if (v->empty()) return absl::InvalidArgumentError(absl::StrFormat("%s needs a path", flag));
-      (flag == "--control-socket" ? o.control_socket : o.state_dir) = *v;
+      (flag == "--control-socket" ? o.control_socket
+       : flag == "--api-socket"   ? o.api_socket
+                                  : o.state_dir) = *v;
     } else if (flag == "--io-engine") {
       absl::StatusOr<std::string> v = get();
       if (!v.ok()) return v.status();

@@ -28,6 +28,7 @@ struct RunOptions {
   std::vector<DiskConfig> disks;  // --disk, in order: the first is the first PCI slot
   std::vector<NicConfig> nics;    // --net, in order, after the disks
   std::string control_socket;     // --control-socket PATH; empty: none
+  std::string api_socket;         // --api-socket PATH (gRPC, agent-api/api_server.h); empty: none
   std::string state_dir;          // --state-dir; empty: /tmp/flint-PID
   IoEngine io_engine = IoEngine::kAuto;
 };

@@ -14,40 +14,10 @@
 
 #include "absl/strings/str_format.h"
 #include "vmm/kvm/kvm.h"
+#include "vmm/unix_socket.h"
 
 namespace flint {
 namespace {
-
-absl::StatusOr<sockaddr_un> SocketAddress(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--control-socket %s: a socket path needs 1..%u characters", path,
-        sizeof(addr.sun_path) - 1));
-  }
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  return addr;
-}
-
-// True when `path` is a socket nobody listens on any more.
-bool StaleSocket(const sockaddr_un& addr) {
-  UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!probe.valid()) return false;
-  return connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 &&
-         errno == ECONNREFUSED;
-}
-
-bool PeerAllowed(int fd, std::string* who) {
-  ucred cred{};
-  socklen_t len = sizeof(cred);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-    *who = "unknown peer";
-    return false;
-  }
-  *who = absl::StrFormat("pid %d uid %u", cred.pid, cred.uid);
-  return cred.uid == geteuid() || cred.uid == 0;
-}
 
 void WriteAll(int fd, const std::string& s) {
   size_t off = 0;
@@ -63,33 +33,12 @@ void WriteAll(int fd, const std::string& s) {
 
 absl::StatusOr<std::unique_ptr<ControlServer>> ControlServer::Start(const std::string& path,
                                                                     Handler handler) {
-  absl::StatusOr<sockaddr_un> addr = SocketAddress(path);
-  if (!addr.ok()) return addr.status();
-  struct stat st;
-  if (lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) {
-      return absl::AlreadyExistsError(absl::StrFormat(
-          "--control-socket %s: the path exists and is not a socket", path));
-    }
-    if (!StaleSocket(*addr)) {
-      return absl::AlreadyExistsError(absl::StrFormat(
-          "--control-socket %s: another process is serving that socket", path));
-    }
-    unlink(path.c_str());
-  }
-  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return ErrnoStatus(errno, "socket for --control-socket");
-  // Created 0600 from the start: no window in which others could connect.
-  const mode_t old_umask = umask(0177);
-  const int rc = bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr));
-  const int bind_errno = errno;
-  umask(old_umask);
-  if (rc != 0) return ErrnoStatus(bind_errno, "binding --control-socket " + path);
-  if (listen(fd.get(), kMaxClients) != 0) return ErrnoStatus(errno, "listen on " + path);
+  absl::StatusOr<UniqueFd> fd = ListenPrivateUnixSocket(path, "--control-socket", kMaxClients);
+  if (!fd.ok()) return fd.status();
   UniqueFd stop(eventfd(0, EFD_CLOEXEC));
   if (!stop.valid()) return ErrnoStatus(errno, "eventfd");
   std::unique_ptr<ControlServer> server(
-      new ControlServer(path, std::move(fd), std::move(stop), std::move(handler)));
+      new ControlServer(path, std::move(*fd), std::move(stop), std::move(handler)));
   server->thread_ = std::thread([s = server.get()] { s->Serve(); });
   pthread_setname_np(server->thread_.native_handle(), "flint-control");
   return server;
@@ -148,7 +97,7 @@ void ControlServer::Serve() {
       UniqueFd conn(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
       if (!conn.valid()) continue;
       std::string who;
-      if (!PeerAllowed(conn.get(), &who)) {
+      if (!UnixPeerAllowed(conn.get(), &who)) {
         std::fprintf(stderr, "flint: control socket: refused a connection from %s (not uid %u)\n",
                      who.c_str(), geteuid());
         continue;

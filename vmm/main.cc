@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "agent-api/api_server.h"
 #include "agent-api/config_file.h"
 #include "tests/guest/embedded_guest.h"
 #include "vmm/boot/file.h"
@@ -121,6 +122,116 @@ std::string HandleControlRequest(Vm& vm, std::string_view request) {
                          words[0]);
 }
 
+// The VM that runs now, for the control socket and the API: a VM may reboot
+// under them, so requests go to whichever Vm runs (none between boots).
+class CurrentVm final : public VmControl {
+ public:
+  explicit CurrentVm(const RunOptions& opts) : opts_(opts) {}
+
+  void Set(Vm* vm) {
+    absl::MutexLock l(&mu_);
+    vm_ = vm;
+  }
+  std::string Control(std::string_view request) {
+    absl::MutexLock l(&mu_);
+    if (vm_ == nullptr) return "error: the VM is not running\n";
+    return HandleControlRequest(*vm_, request);
+  }
+
+  v1::GetInfoResponse Info() override {
+    v1::GetInfoResponse r;
+    r.set_vcpus(opts_.cpus);
+    r.set_memory_bytes(opts_.memory_bytes);
+    r.set_version(FLINT_VERSION);
+    for (const DiskConfig& d : opts_.disks) {
+      v1::DiskInfo* out = r.add_disks();
+      out->set_path(d.path);
+      out->set_readonly(d.readonly);
+      out->set_direct(d.direct);
+      out->set_queues(d.queues);
+    }
+    absl::MutexLock l(&mu_);
+    if (vm_ == nullptr) {
+      r.set_state(v1::VM_STATE_STOPPED);
+    } else {
+      r.set_state(vm_->paused() ? v1::VM_STATE_PAUSED : v1::VM_STATE_RUNNING);
+      r.set_vcpus(vm_->num_vcpus());
+      // "nic 0 backend=passt ... link=up"
+      const std::vector<std::string> lines = vm_->NicInfo();
+      for (size_t i = 0; i < lines.size(); ++i) {
+        v1::NicInfo* n = r.add_nics();
+        n->set_index(static_cast<uint32_t>(i));
+        n->set_detail(lines[i]);
+        for (absl::string_view word : absl::StrSplit(lines[i], ' ')) {
+          if (absl::ConsumePrefix(&word, "backend=")) n->set_backend(std::string(word));
+          if (word == "link=up") n->set_link_up(true);
+        }
+      }
+    }
+    return r;
+  }
+  absl::Status Pause() override {
+    absl::MutexLock l(&mu_);
+    if (vm_ == nullptr) return NotRunning();
+    if (vm_->paused()) return absl::FailedPreconditionError("the VM is already paused");
+    vm_->Pause();
+    return absl::OkStatus();
+  }
+  absl::Status Resume() override {
+    absl::MutexLock l(&mu_);
+    if (vm_ == nullptr) return NotRunning();
+    if (!vm_->paused()) return absl::FailedPreconditionError("the VM is not paused");
+    vm_->Resume();
+    return absl::OkStatus();
+  }
+  // As the guest's own reset: main's loop boots a fresh VM (or exits with
+  // --no-reboot).
+  absl::Status Reset() override {
+    absl::MutexLock l(&mu_);
+    if (vm_ == nullptr) return NotRunning();
+    vm_->RequestStop(StopReason{StopKind::kReset, kExitOk, "reset through the API"});
+    return absl::OkStatus();
+  }
+  absl::Status Stop() override {
+    absl::MutexLock l(&mu_);
+    if (vm_ == nullptr) return NotRunning();
+    stop_requested_ = true;
+    vm_->RequestStop(StopReason{StopKind::kSignal, kExitSignal, "stopped through the API"});
+    return absl::OkStatus();
+  }
+  absl::StatusOr<v1::GetStatsResponse> Stats() override {
+    absl::MutexLock l(&mu_);
+    if (vm_ == nullptr) return NotRunning();
+    v1::GetStatsResponse r;
+    const ExitStatsSnapshot stats = vm_->Stats();
+    r.set_total_exits(stats.total_exits);
+    r.set_exit_counters(stats.Format());
+    for (const std::string& line : vm_->DeviceStats()) r.add_devices(line);
+    return r;
+  }
+  absl::Status SwapNic(uint32_t index, const std::string& spec) override {
+    absl::StatusOr<NicConfig> nic = ParseNicSpec(spec);
+    if (!nic.ok()) return nic.status();
+    absl::MutexLock l(&mu_);
+    if (vm_ == nullptr) return NotRunning();
+    return vm_->SwapNic(index, *nic);
+  }
+  // A Stop from the API also ends a VM that was about to reboot.
+  bool stop_requested() {
+    absl::MutexLock l(&mu_);
+    return stop_requested_;
+  }
+
+ private:
+  static absl::Status NotRunning() {
+    return absl::FailedPreconditionError("the VM is not running (it is rebooting or stopping)");
+  }
+  const RunOptions& opts_;
+  absl::Mutex mu_;
+  Vm* vm_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 int RunVm(const RunOptions& opts, int64_t start_ns) {
   BootImages images;
   if (absl::Status s = images.Load(opts); !s.ok()) return Fail(kExitUsage, s);
@@ -161,20 +272,26 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
   config.io_engine = opts.io_engine;
   bool notes_printed = false;
 
-  // The control socket outlives reboots; requests reach whichever Vm runs.
-  absl::Mutex current_mu;
-  Vm* current = nullptr;
+  // The control socket and the API outlive reboots; requests reach whichever
+  // Vm runs. Both start after SIGINT/SIGTERM are blocked, so their threads
+  // never take those signals.
+  CurrentVm current(opts);
   std::unique_ptr<ControlServer> control;
   if (!opts.control_socket.empty()) {
     absl::StatusOr<std::unique_ptr<ControlServer>> server = ControlServer::Start(
-        opts.control_socket, [&](std::string_view request) {
-          absl::MutexLock l(&current_mu);
-          if (current == nullptr) return std::string("error: the VM is not running\n");
-          return HandleControlRequest(*current, request);
-        });
+        opts.control_socket, [&](std::string_view request) { return current.Control(request); });
     if (!server.ok()) return Fail(kExitUsage, server.status());
     control = std::move(*server);
   }
+  std::unique_ptr<ApiServer> api;
+  if (!opts.api_socket.empty()) {
+    absl::StatusOr<std::unique_ptr<ApiServer>> server = ApiServer::Start(opts.api_socket, &current);
+    if (!server.ok()) return Fail(kExitUsage, server.status());
+    api = std::move(*server);
+  }
+  auto publish = [&](v1::VmEvent::Kind kind, const std::string& reason, int exit_status) {
+    if (api != nullptr) api->Publish(kind, reason, exit_status);
+  };
 
   for (;;) {
     config.kernel = images.kernel;
@@ -198,10 +315,8 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
       return Fail(kExitHostError, s);
     }
     if (absl::Status s = (*vm)->Start(); !s.ok()) return Fail(kExitHostError, s);
-    {
-      absl::MutexLock l(&current_mu);
-      current = vm->get();
-    }
+    current.Set(vm->get());
+    publish(v1::VmEvent::KIND_STARTED, "", 0);
 
     pollfd fds[2] = {{sigfd.get(), POLLIN, 0}, {(*vm)->stop_fd(), POLLIN, 0}};
     for (;;) {
@@ -216,10 +331,7 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
       }
     }
     StopReason reason = (*vm)->Wait();
-    {
-      absl::MutexLock l(&current_mu);
-      current = nullptr;
-    }
+    current.Set(nullptr);
     console.Stop();
     if (opts.stats) {
       std::fprintf(stderr, "%s", (*vm)->Stats().Format().c_str());
@@ -247,11 +359,15 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
     // As on a PC: a reset request or a triple fault (CPU shutdown) resets
     // the machine; the triple fault is reported with its register dump.
     // --no-reboot makes both stop the process instead.
-    if ((reason.kind == StopKind::kReset || reason.kind == StopKind::kTripleFault) && opts.reboot) {
+    const std::string why = absl::StrFormat("%s: %s", StopKindName(reason.kind), reason.detail);
+    if ((reason.kind == StopKind::kReset || reason.kind == StopKind::kTripleFault) && opts.reboot &&
+        !current.stop_requested()) {
       std::fprintf(stderr, "flint: %s; rebooting\n", reason.detail.c_str());
+      publish(v1::VmEvent::KIND_RESET, why, 0);
       if (absl::Status s = images.Load(opts); !s.ok()) return Fail(kExitUsage, s);
       continue;
     }
+    publish(v1::VmEvent::KIND_STOPPED, why, reason.exit_status);
     if (reason.kind != StopKind::kDebugExit) {
       std::fprintf(stderr, "flint: VM stopped (%s): %s\n", StopKindName(reason.kind),
                    reason.detail.c_str());

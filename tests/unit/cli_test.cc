@@ -120,12 +120,15 @@ INSTANTIATE_TEST_SUITE_P(
                     Bad{{"run", "--net", "tap=t0", "--net", "tap=t0"}, "given twice"},
                     Bad{{"run", "--net", "passt,mac=52:54:00:00:00:01", "--net",
                          "passt,mac=52:54:00:00:00:01"}, "same MAC"},
-                    Bad{{"run", "--control-socket", ""}, "needs a path"}));
+                    Bad{{"run", "--control-socket", ""}, "needs a path"},
+                    Bad{{"run", "--api-socket", ""}, "--api-socket needs a path"},
+                    Bad{{"run", "--api-socket"}, "--api-socket"}));
 
 TEST(Cli, NicsParse) {
   absl::StatusOr<Command> c = ParseCommandLine(
       {"run", "--net", "passt,mac=52:54:00:ab:cd:ef,tcp=8080,tcp=2222:22,udp=5353,mtu=9000,addr=10.0.2.15",
-       "--net", "tap=flint0,queues=4", "--net=fd=7", "--control-socket", "/run/vm.sock"});
+       "--net", "tap=flint0,queues=4", "--net=fd=7", "--control-socket", "/run/vm.sock",
+       "--api-socket", "/run/vm-api.sock"});
   ASSERT_TRUE(c.ok()) << c.status();
   const auto& n = c->run.nics;
   ASSERT_EQ(n.size(), 3u);
@@ -141,6 +144,7 @@ TEST(Cli, NicsParse) {
   EXPECT_EQ(n[1].mac, (std::array<uint8_t, 6>{}));  // flint picks one
   EXPECT_EQ(n[2].tap_fd, 7);
   EXPECT_EQ(c->run.control_socket, "/run/vm.sock");
+  EXPECT_EQ(c->run.api_socket, "/run/vm-api.sock");
 }
 
 TEST(Cli, DisksAreRepeatableAndKeepTheirOrder) {
