@@ -95,6 +95,13 @@ struct BootImages {
   }
 };
 
+// net-swap (control socket) and SwapNic (API): SPEC has --net's syntax.
+absl::Status SwapNicFromSpec(Vm& vm, uint32_t index, const std::string& spec) {
+  absl::StatusOr<NicConfig> nic = ParseNicSpec(spec);
+  if (!nic.ok()) return nic.status();
+  return vm.SwapNic(index, *nic);
+}
+
 // The control socket's requests (docs/CONTROL.md).
 std::string HandleControlRequest(Vm& vm, std::string_view request) {
   // (Debian's abseil has its own string_view: split into std::strings.)
@@ -111,9 +118,7 @@ std::string HandleControlRequest(Vm& vm, std::string_view request) {
     if (words.size() != 3 || !absl::SimpleAtoi(words[1], &index)) {
       return "error: usage: net-swap NIC BACKEND (NIC counts --net options from 0; BACKEND as --net)\n";
     }
-    absl::StatusOr<NicConfig> nic = ParseNicSpec(words[2]);
-    if (!nic.ok()) return absl::StrFormat("error: %s\n", nic.status().message());
-    if (absl::Status s = vm.SwapNic(index, *nic); !s.ok()) {
+    if (absl::Status s = SwapNicFromSpec(vm, index, words[2]); !s.ok()) {
       return absl::StrFormat("error: %s\n", s.message());
     }
     return "ok\n";
@@ -156,16 +161,13 @@ class CurrentVm final : public VmControl {
     } else {
       r.set_state(vm_->paused() ? v1::VM_STATE_PAUSED : v1::VM_STATE_RUNNING);
       r.set_vcpus(vm_->num_vcpus());
-      // "nic 0 backend=passt ... link=up"
-      const std::vector<std::string> lines = vm_->NicInfo();
-      for (size_t i = 0; i < lines.size(); ++i) {
+      const std::vector<Vm::NicState> nics = vm_->Nics();
+      for (size_t i = 0; i < nics.size(); ++i) {
         v1::NicInfo* n = r.add_nics();
         n->set_index(static_cast<uint32_t>(i));
-        n->set_detail(lines[i]);
-        for (absl::string_view word : absl::StrSplit(lines[i], ' ')) {
-          if (absl::ConsumePrefix(&word, "backend=")) n->set_backend(std::string(word));
-          if (word == "link=up") n->set_link_up(true);
-        }
+        n->set_backend(nics[i].backend);
+        n->set_link_up(nics[i].link_up);
+        n->set_detail(Vm::NicLine(i, nics[i]));
       }
     }
     return r;
@@ -210,11 +212,9 @@ class CurrentVm final : public VmControl {
     return r;
   }
   absl::Status SwapNic(uint32_t index, const std::string& spec) override {
-    absl::StatusOr<NicConfig> nic = ParseNicSpec(spec);
-    if (!nic.ok()) return nic.status();
     absl::MutexLock l(&mu_);
     if (vm_ == nullptr) return NotRunning();
-    return vm_->SwapNic(index, *nic);
+    return SwapNicFromSpec(*vm_, index, spec);
   }
   // A Stop from the API also ends a VM that was about to reboot.
   bool stop_requested() {

@@ -211,13 +211,7 @@ absl::Status Vm::AddPciDevices() {
     if (std::string note = (*blk)->engine_note(); !note.empty()) {
       notes_.push_back(absl::StrFormat("disk %s: %s", disk.path, note));
     }
-    absl::StatusOr<std::shared_ptr<virtio::VirtioPciDevice>> dev =
-        virtio::VirtioPciDevice::Create(std::move(*blk), &memory_, device_host_.get(),
-                                        io_loop_.get());
-    if (!dev.ok()) return dev.status();
-    absl::StatusOr<uint8_t> slot = pci_->AddDevice(*dev);
-    if (!slot.ok()) return slot.status();
-    pci_devices_.push_back(PciFunction{*slot, std::move(*dev)});
+    if (absl::Status s = AddVirtioFunction(std::move(*blk)); !s.ok()) return s;
   }
   for (size_t i = 0; i < config_.nics.size(); ++i) {
     NicConfig& nic = config_.nics[i];
@@ -240,15 +234,19 @@ absl::Status Vm::AddPciDevices() {
                           absl::StrFormat("%s: %s", what, netdev.status().message()));
     }
     virtio::VirtioNet* raw = netdev->get();
-    absl::StatusOr<std::shared_ptr<virtio::VirtioPciDevice>> dev =
-        virtio::VirtioPciDevice::Create(std::move(*netdev), &memory_, device_host_.get(),
-                                        io_loop_.get());
-    if (!dev.ok()) return dev.status();
-    absl::StatusOr<uint8_t> slot = pci_->AddDevice(*dev);
-    if (!slot.ok()) return slot.status();
-    pci_devices_.push_back(PciFunction{*slot, std::move(*dev)});
+    if (absl::Status s = AddVirtioFunction(std::move(*netdev)); !s.ok()) return s;
     nics_.push_back(Nic{raw, nic});
   }
+  return absl::OkStatus();
+}
+
+absl::Status Vm::AddVirtioFunction(std::unique_ptr<virtio::VirtioDevice> device) {
+  absl::StatusOr<std::shared_ptr<virtio::VirtioPciDevice>> dev = virtio::VirtioPciDevice::Create(
+      std::move(device), &memory_, device_host_.get(), io_loop_.get());
+  if (!dev.ok()) return dev.status();
+  absl::StatusOr<uint8_t> slot = pci_->AddDevice(*dev);
+  if (!slot.ok()) return slot.status();
+  pci_devices_.push_back(PciFunction{*slot, std::move(*dev)});
   return absl::OkStatus();
 }
 
@@ -292,13 +290,25 @@ absl::Status Vm::SwapNic(size_t index, const NicConfig& config) {
   return absl::OkStatus();
 }
 
+std::vector<Vm::NicState> Vm::Nics() const {
+  std::vector<NicState> out;
+  for (const Nic& nic : nics_) {
+    out.push_back(NicState{
+        nic.config.backend == NicConfig::Backend::kPasst ? "passt" : "tap",
+        nic.device->BackendDescription(), nic.device->link_up()});
+  }
+  return out;
+}
+
+std::string Vm::NicLine(size_t index, const NicState& nic) {
+  return absl::StrFormat("nic %u backend=%s link=%s", index, nic.description,
+                         nic.link_up ? "up" : "down");
+}
+
 std::vector<std::string> Vm::NicInfo() const {
   std::vector<std::string> lines;
-  for (size_t i = 0; i < nics_.size(); ++i) {
-    lines.push_back(absl::StrFormat("nic %u backend=%s link=%s", i,
-                                    nics_[i].device->BackendDescription(),
-                                    nics_[i].device->link_up() ? "up" : "down"));
-  }
+  const std::vector<NicState> nics = Nics();
+  for (size_t i = 0; i < nics.size(); ++i) lines.push_back(NicLine(i, nics[i]));
   return lines;
 }
 

@@ -34,6 +34,7 @@ class PciRoot;
 }
 namespace virtio {
 class VirtioPciDevice;
+class VirtioDevice;
 class VirtioNet;
 }
 namespace net {
@@ -71,7 +72,15 @@ class Vm {
   // link down, swap, link up. The MAC stays; `config` gives the backend.
   // Any thread but the device event loop.
   absl::Status SwapNic(size_t index, const NicConfig& config);
-  // One line per NIC: "nic 0 backend=passt pid=.. link=up ...".
+  // Each NIC's state, in --net order.
+  struct NicState {
+    const char* backend;      // "passt" or "tap"
+    std::string description;  // the backend's own line: "passt pid=.. restarts=.. ..."
+    bool link_up;
+  };
+  std::vector<NicState> Nics() const;
+  // A NIC as one line, for the control socket: "nic 0 backend=passt pid=.. link=up".
+  static std::string NicLine(size_t index, const NicState& nic);
   std::vector<std::string> NicInfo() const;
   // Things the user should know about how the VM was built (an I/O engine
   // fallback), printed once by the caller.
@@ -89,6 +98,8 @@ class Vm {
   Vm(KvmVm vm, GuestMemory memory, VmConfig config);
   absl::Status Build(const Kvm& kvm);
   absl::Status AddPciDevices();
+  // Wraps `device` in the virtio-pci transport and puts it on the PCI bus.
+  absl::Status AddVirtioFunction(std::unique_ptr<virtio::VirtioDevice> device);
   absl::StatusOr<std::unique_ptr<net::NetBackend>> MakeNetBackend(const NicConfig& config,
                                                                   size_t index);
   void VcpuLoop(VcpuSlot& slot);
