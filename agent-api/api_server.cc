@@ -102,12 +102,13 @@ class ApiServer::Service final : public v1::VmService::Service {
   grpc::Status Stop(grpc::ServerContext*, const v1::StopRequest*, v1::StopResponse*) override {
     return ToGrpc(control_->Stop());
   }
-  grpc::Status Shutdown(grpc::ServerContext*, const v1::ShutdownRequest*,
+  // Publishes nothing itself: KIND_STOPPED follows when the guest powers off
+  // (or is forced off at the deadline).
+  grpc::Status Shutdown(grpc::ServerContext*, const v1::ShutdownRequest* in,
                         v1::ShutdownResponse*) override {
-    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                        "graceful shutdown needs an ACPI power button, which flint does not model "
-                        "yet (a hardware-reduced machine needs a GED device); use Stop, or have "
-                        "the guest power itself off");
+    const uint32_t seconds =
+        in->timeout_seconds() == 0 ? kDefaultShutdownTimeoutSeconds : in->timeout_seconds();
+    return ToGrpc(control_->Shutdown(absl::Seconds(seconds)));
   }
   grpc::Status GetStats(grpc::ServerContext*, const v1::GetStatsRequest*,
                         v1::GetStatsResponse* out) override {
@@ -170,6 +171,13 @@ absl::StatusOr<std::unique_ptr<ApiServer>> ApiServer::Start(const std::string& p
       new ApiServer(path, std::move(*fd), std::move(stop), control));
   // No listening ports: every connection comes from AcceptLoop.
   grpc::ServerBuilder builder;
+  // One VM's API sees a handful of clients: one completion queue and one
+  // idle poller (gRPC adds threads for calls in progress) instead of the
+  // defaults sized for a busy server -- each idle thread costs flint stack
+  // and malloc arena memory on every VM.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 1);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr) {

@@ -28,6 +28,10 @@ class Server;
 
 namespace flint {
 
+// Shutdown's wait for the guest when the request names none (timeout_seconds
+// 0): long enough for a Linux guest to stop its services and sync its disks.
+inline constexpr uint32_t kDefaultShutdownTimeoutSeconds = 30;
+
 // What the API does to the VM. Called on gRPC threads, concurrently; each
 // returns FAILED_PRECONDITION (with a message) when there is no VM to act on.
 class VmControl {
@@ -39,6 +43,11 @@ class VmControl {
   virtual absl::Status Resume() = 0;
   virtual absl::Status Reset() = 0;
   virtual absl::Status Stop() = 0;
+  // Graceful shutdown: presses the ACPI power button and returns at once. If
+  // the VM is still running `timeout` later, it is stopped as by Stop(), and
+  // the stop's reason says it was forced. Repeated calls press the button
+  // again; the earliest deadline stands.
+  virtual absl::Status Shutdown(absl::Duration timeout) = 0;
   virtual absl::StatusOr<v1::GetStatsResponse> Stats() = 0;
   virtual absl::Status SwapNic(uint32_t index, const std::string& spec) = 0;
 };

@@ -1,6 +1,7 @@
 // flintctl: a command-line client of one flint's per-VM API
 // (flint.v1.VmService on `flint run --api-socket PATH`).
-//   flintctl --socket PATH info|pause|resume|reset|stop|shutdown|stats|swap-nic N SPEC|watch
+//   flintctl --socket PATH info|pause|resume|reset|stop|shutdown [--timeout SECONDS]|stats|
+//                          swap-nic N SPEC|watch
 // Prints the result on stdout; on an error prints the server's message on
 // stderr and exits 1 (2 for bad usage).
 #include <grpcpp/grpcpp.h>
@@ -19,7 +20,10 @@ using flint::v1::VmService;
 
 constexpr const char* kUsage =
     "usage: flintctl --socket PATH COMMAND\n"
-    "commands: info, pause, resume, reset, stop, shutdown, stats, swap-nic N SPEC, watch\n";
+    "commands: info, pause, resume, reset, stop, shutdown [--timeout SECONDS], stats,\n"
+    "          swap-nic N SPEC, watch\n"
+    "shutdown presses the ACPI power button and returns; the VM is stopped by force if\n"
+    "it is still running SECONDS later (0 or none: 30)\n";
 
 int Usage() {
   std::fputs(kUsage, stderr);
@@ -93,6 +97,25 @@ int Run(VmService::Stub& stub, const std::vector<std::string>& cmd) {
     for (const std::string& d : r.devices()) std::printf("device: %s\n", d.c_str());
     return 0;
   }
+  if (verb == "shutdown" && cmd.size() <= 3) {
+    std::string seconds;
+    if (cmd.size() == 3 && cmd[1] == "--timeout") {
+      seconds = cmd[2];
+    } else if (cmd.size() == 2 && cmd[1].rfind("--timeout=", 0) == 0) {
+      seconds = cmd[1].substr(10);
+    } else if (cmd.size() != 1) {
+      return Usage();
+    }
+    flint::v1::ShutdownRequest req;
+    if (!seconds.empty()) {
+      char* end = nullptr;
+      const unsigned long v = std::strtoul(seconds.c_str(), &end, 10);
+      if (*end != '\0' || seconds[0] == '-' || v > 0xffffffffu) return Usage();
+      req.set_timeout_seconds(static_cast<uint32_t>(v));
+    }
+    flint::v1::ShutdownResponse r;
+    return Report(stub.Shutdown(&ctx, req, &r));
+  }
   if (verb == "swap-nic" && cmd.size() == 3) {
     char* end = nullptr;
     const unsigned long index = std::strtoul(cmd[1].c_str(), &end, 10);
@@ -119,10 +142,6 @@ int Run(VmService::Stub& stub, const std::vector<std::string>& cmd) {
   if (verb == "stop") {
     flint::v1::StopResponse r;
     return Report(stub.Stop(&ctx, {}, &r));
-  }
-  if (verb == "shutdown") {
-    flint::v1::ShutdownResponse r;
-    return Report(stub.Shutdown(&ctx, {}, &r));
   }
   return Usage();
 }

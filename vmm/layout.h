@@ -66,7 +66,18 @@ inline constexpr uint16_t kPortI8042 = 0x60;         // 0x60 and 0x64
 inline constexpr uint16_t kPortDebugExit = 0xf4;     // QEMU isa-debug-exit compatible
 inline constexpr uint16_t kPortCom1 = 0x3f8;         // 0x3f8-0x3ff, IRQ 4
 inline constexpr uint16_t kPortAcpiPm = 0x600;       // hardware-reduced sleep control/status
+inline constexpr uint16_t kPortGed = 0x608;          // GED event register (power button), 1 byte
 inline constexpr uint8_t kCom1Irq = 4;
+
+// The Generic Event Device's interrupt (devices/power_button.h; the DSDT's
+// \_SB.GED0): level-triggered, active high, on IOAPIC pin 9. On a PC that pin
+// is the SCI's; flint's hardware-reduced ACPI has no SCI, and 9 is clear of
+// the PIT (IRQ 0 -> GSI 2), COM1 (4), the RTC (8), PCI INTx (16-23) and MSI
+// routes (24 and up).
+inline constexpr uint32_t kGedGsi = 9;
+inline constexpr uint8_t kGedEventPowerButton = 1 << 0;  // bit in the GED event register
+static_assert(kGedGsi < kPciIntxGsiBase && kGedGsi != kCom1Irq && kGedGsi != 2 && kGedGsi != 8,
+              "the GED's GSI must not share a pin with another device");
 
 // ACPI sleep control register values (hardware-reduced ACPI, ACPI 6 §4.8.3.7).
 inline constexpr uint8_t kSlpEn = 1 << 5;

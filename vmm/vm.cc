@@ -25,6 +25,7 @@
 #include "vmm/devices/debug_exit.h"
 #include "vmm/devices/i8042.h"
 #include "vmm/devices/irq_line.h"
+#include "vmm/devices/power_button.h"
 #include "vmm/devices/serial.h"
 #include "vmm/kvm_device_host.h"
 #include "vmm/layout.h"
@@ -138,6 +139,8 @@ absl::Status Vm::Build(const Kvm& kvm) {
   StopRequester stop = [this](StopReason r) { RequestStop(std::move(r)); };
   com1_irq_ = device_host_->IntxLine(layout::kCom1Irq);
   serial_ = std::make_shared<Serial>(config_.serial_out_fd, com1_irq_.get());
+  ged_irq_ = device_host_->IntxLine(layout::kGedGsi);
+  power_button_ = std::make_shared<PowerButton>(ged_irq_.get());
   struct Port {
     uint16_t base;
     uint16_t len;
@@ -149,6 +152,7 @@ absl::Status Vm::Build(const Kvm& kvm) {
       {layout::kPortCmos, 2, std::make_shared<Cmos>()},
       {layout::kPortDebugExit, 1, std::make_shared<DebugExit>(stop)},
       {layout::kPortAcpiPm, 2, std::make_shared<AcpiPm>(stop)},
+      {layout::kPortGed, 1, power_button_},
   };
   for (const Port& p : ports) {
     if (absl::Status s = pio_.Register(p.base, p.len, p.dev); !s.ok()) return s;
@@ -369,6 +373,8 @@ void Vm::RequestStop(StopReason reason) {
   uint64_t one = 1;
   (void)!write(stop_fd_.get(), &one, sizeof(one));
 }
+
+void Vm::PressPowerButton() { power_button_->Press(); }
 
 void Vm::Pause() {
   {

@@ -28,6 +28,7 @@
 namespace flint {
 
 class Serial;
+class PowerButton;
 class KvmDeviceHost;
 namespace pci {
 class PciRoot;
@@ -56,6 +57,11 @@ class Vm {
   // Readable (eventfd) once a stop was requested; for poll loops.
   int stop_fd() const { return stop_fd_.get(); }
   bool paused() const { return control_.load() == kPaused; }
+  // Presses the ACPI power button (devices/power_button.h): the guest's OS
+  // gets a power-button notification and normally powers off through ACPI
+  // S5. Only asks: a guest may ignore it. Any thread; while paused, the
+  // guest sees it on Resume.
+  void PressPowerButton();
 
   ExitStatsSnapshot Stats() const;
   // CLOCK_MONOTONIC nanoseconds when the boot vCPU first entered KVM_RUN (0: not yet).
@@ -134,6 +140,8 @@ class Vm {
   Bus mmio_{"mmio"};
   std::shared_ptr<Serial> serial_;
   std::unique_ptr<class IrqLine> com1_irq_;
+  std::shared_ptr<PowerButton> power_button_;
+  std::unique_ptr<class IrqLine> ged_irq_;
   BootEntry boot_entry_{};
   std::vector<std::unique_ptr<VcpuSlot>> vcpus_;
   UniqueFd stop_fd_;

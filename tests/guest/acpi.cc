@@ -162,6 +162,94 @@ int s5_sleep_type(const u8* dsdt) {
   return -1;
 }
 
+namespace {
+
+// Offset of `pat` (n bytes) in dsdt[from, end), or 0 (never a valid AML offset).
+u32 search(const u8* dsdt, u32 from, u32 end, const void* pat, u32 n) {
+  for (u32 i = from; i + n <= end; ++i) {
+    if (mem_eq(dsdt + i, pat, n)) return i;
+  }
+  return 0;
+}
+
+// An AML integer constant at p[*i] (Zero, One, Byte/Word/DWordPrefix).
+bool aml_integer(const u8* p, u32* i, u32 end, u64* v) {
+  const u8 op = p[*i];
+  const u32 size = op == 0x0a ? 1 : op == 0x0b ? 2 : op == 0x0c ? 4 : 0;
+  if (op == 0x00 || op == 0x01) {
+    *v = op;
+    *i += 1;
+    return true;
+  }
+  if (size == 0 || *i + 1 + size > end) return false;
+  *v = 0;
+  for (u32 k = 0; k < size; ++k) *v |= static_cast<u64>(p[*i + 1 + k]) << (8 * k);
+  *i += 1 + size;
+  return true;
+}
+
+}  // namespace
+
+bool find_ged(const u8* dsdt, Ged* out) {
+  if (dsdt == nullptr) return false;
+  const u32 len = rd32(dsdt + 4);
+  static const u8 kHid[] = {'_', 'H', 'I', 'D', 0x0d, 'A', 'C', 'P', 'I', '0', '0', '1', '3', 0};
+  const u32 hid = search(dsdt, kHeaderSize, len, kHid, sizeof(kHid));
+  if (hid == 0) return false;
+  // The GED's own objects follow its _HID, up to the next device.
+  static const u8 kDeviceOp[] = {0x5b, 0x82};
+  u32 end = search(dsdt, hid, len, kDeviceOp, 2);
+  if (end == 0) end = len;
+  if (search(dsdt, hid, end, "_EVT", 4) == 0) return false;
+
+  // Name (_CRS, Buffer (n) {descriptors}): NameOp, "_CRS", BufferOp,
+  // PkgLength, BufferSize, bytes.
+  static const u8 kCrs[] = {0x08, '_', 'C', 'R', 'S', 0x11};
+  u32 i = search(dsdt, hid, end, kCrs, sizeof(kCrs));
+  if (i == 0) return false;
+  i += sizeof(kCrs);
+  i += 1 + (dsdt[i] >> 6);
+  u64 size = 0;
+  if (!aml_integer(dsdt, &i, end, &size) || i + size > end) return false;
+  bool found_irq = false;
+  for (u32 d = i; d < i + size && !found_irq;) {
+    const u8 tag = dsdt[d];
+    if ((tag & 0x80) == 0) {  // small item: its length is in the tag
+      if ((tag >> 3) == 0x0f) break;  // End Tag
+      d += 1 + (tag & 7);
+      continue;
+    }
+    if (d + 3 > i + size) break;
+    const u32 dlen = rd16(dsdt + d + 1);
+    // Extended Interrupt: flags, count, then 32-bit interrupt numbers.
+    if (tag == 0x89 && dlen >= 6 && d + 3 + dlen <= i + size && dsdt[d + 4] >= 1) {
+      const u8 flags = dsdt[d + 3];
+      out->level = (flags & 2) == 0;
+      out->active_low = (flags & 4) != 0;
+      out->gsi = rd32(dsdt + d + 5);
+      found_irq = true;
+    }
+    d += 3 + dlen;
+  }
+  if (!found_irq) return false;
+
+  // OperationRegion (NAME, space, offset, length).
+  static const u8 kOpRegion[] = {0x5b, 0x80};
+  u32 r = search(dsdt, hid, end, kOpRegion, 2);
+  if (r == 0 || r + 7 > end) return false;
+  r += 2 + 4;  // the opcode, a one-segment name
+  out->region_space = dsdt[r++];
+  return aml_integer(dsdt, &r, end, &out->region_addr) &&
+         aml_integer(dsdt, &r, end, &out->region_len);
+}
+
+bool has_power_button(const u8* dsdt) {
+  if (dsdt == nullptr) return false;
+  // Name (_HID, EisaId ("PNP0C0C")): DWordPrefix, then the compressed ID.
+  static const u8 kHid[] = {'_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0c, 0x0c};
+  return search(dsdt, kHeaderSize, rd32(dsdt + 4), kHid, sizeof(kHid)) != 0;
+}
+
 Gas read_gas(const u8* p) {
   return Gas{.space = p[0], .bit_width = p[1], .bit_offset = p[2], .access_size = p[3],
              .address = rd64(p + 4)};

@@ -58,6 +58,24 @@ u32 count_enabled_cpus(const u8* madt);
 // The SLP_TYP value of the \_S5_ package in a DSDT, or -1 if not found.
 int s5_sleep_type(const u8* dsdt);
 
+// The Generic Event Device (_HID "ACPI0013") a hardware-reduced platform
+// signals its power button through, as the DSDT describes it: the first
+// interrupt of its _CRS (a Name'd ResourceTemplate holding an Extended
+// Interrupt descriptor) and the OperationRegion its _EVT reads.
+struct Ged {
+  u32 gsi;
+  bool level;       // else edge
+  bool active_low;  // else active high
+  u8 region_space;  // 0 system memory, 1 system I/O
+  u64 region_addr;
+  u64 region_len;
+};
+// Pattern-matches the AML flint's DSDT (and any alike) uses; false if a
+// piece is missing (no GED, no _EVT, no interrupt, no region).
+bool find_ged(const u8* dsdt, Ged* out);
+// Whether the DSDT has a device with _HID EisaId("PNP0C0C") (power button).
+bool has_power_button(const u8* dsdt);
+
 // Generic Address Structure (12 bytes).
 struct Gas {
   u8 space;  // 0 system memory, 1 system I/O

@@ -40,6 +40,7 @@
 #define SERVICE_IDLE 0
 #define SERVICE_START_APS 1
 #define SERVICE_TRIPLE_FAULT 2
+#define SERVICE_WAIT_IRQ 3
 
 #define AP_TRAMPOLINE 0x8000 /* must match kApTrampoline in guest.h */
 #define LAPIC_BASE 0xfee00000
@@ -197,6 +198,15 @@ exc_common:
         hlt
         jmp 1b
 
+/* The vector a program waits for with SERVICE_WAIT_IRQ: counts it and
+ * returns without an EOI, so a level-triggered source cannot be delivered
+ * again before the program has quieted it; the program then sends the EOI
+ * itself, from CPL3 (the LAPIC page is user-accessible). */
+        .globl irq_hold
+irq_hold:
+        incl irq_held(%rip)
+        iretq
+
 /* Any other vector (a stray interrupt while idling): EOI and return. */
         .globl irq_stub
 irq_stub:
@@ -216,6 +226,8 @@ irq_stub:
  *     in-kernel LAPIC needs no delays in between.
  *   SERVICE_TRIPLE_FAULT: load an empty IDT and fault: the #UD cannot be
  *     delivered, nor the #DF that follows, so the CPU shuts down.
+ *   SERVICE_WAIT_IRQ: halt with interrupts on until one interrupt has been
+ *     handled, then resume after the marker with interrupts off again.
  *   SERVICE_IDLE (or any other): halt forever with interrupts on. */
 ud_entry:
         testb $3, 8(%rsp)
@@ -232,6 +244,8 @@ ud_entry:
         je start_aps
         cmpl $SERVICE_TRIPLE_FAULT, %eax
         je triple_fault
+        cmpl $SERVICE_WAIT_IRQ, %eax
+        je wait_irq
 1:      sti
         hlt
         jmp 1b
@@ -251,6 +265,14 @@ start_aps:
 triple_fault:
         lidt empty_idt_ptr(%rip)
         ud2
+/* sti's one-instruction shadow makes sti+hlt atomic: an interrupt already
+ * pending (raised while CPL3 ran with IF clear) wakes the hlt at once. */
+wait_irq:
+        sti
+        hlt
+        cli
+        popq %rax
+        iretq
 
 /* Application processors arrive here in long mode from the trampoline. */
 ap_long64:
@@ -324,13 +346,15 @@ pd:
         .endr
 
         .data
-        .globl boot_start_info, ap_online, cpl3_entry_tsc
+        .globl boot_start_info, ap_online, cpl3_entry_tsc, irq_held
         .balign 8
 boot_start_info:
         .quad 0
 cpl3_entry_tsc:
         .quad 0
 ap_online:
+        .long 0
+irq_held:                               /* irq_hold's count */
         .long 0
 
         .balign 16

@@ -60,6 +60,7 @@ inline void cpu_relax() { asm volatile("pause" ::: "memory"); }
 inline constexpr u8 kServiceIdle = 0;      // halt forever, interrupts on
 inline constexpr u8 kServiceStartAps = 1;  // INIT-SIPI-SIPI to all other CPUs
 inline constexpr u8 kServiceTripleFault = 2;  // empty IDT, then a fault: CPU shutdown
+inline constexpr u8 kServiceWaitIrq = 3;  // halt until one interrupt was handled, then return
 template <u8 kService>
 inline void cpl0_service() {
   asm volatile("ud2\n\t.ascii \"FLNT\"\n\t.byte %c0" : : "i"(kService) : "memory");
@@ -126,11 +127,14 @@ extern "C" {
 extern guest::u64 boot_start_info;
 extern guest::u64 cpl3_entry_tsc;
 extern volatile guest::u32 ap_online;
+extern volatile guest::u32 irq_held;  // interrupts taken by irq_hold
 extern guest::u8 idt[];
 extern const guest::u8 exc_stubs[];
 extern const guest::u8 ap_trampoline_start[];
 extern const guest::u8 ap_trampoline_end[];
 void irq_stub();
+// Counts the interrupt in irq_held and returns without an EOI.
+void irq_hold();
 
 struct ExceptionFrame {
   guest::u64 vector, error, rip, cs, rflags, rsp, ss;

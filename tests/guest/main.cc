@@ -147,6 +147,72 @@ void mask_pics() {
   exit(1);
 }
 
+// ---- acpi-shutdown: the power button through the GED ------------------------
+
+constexpr u64 kIoapicBase = 0xfec00000;
+constexpr u64 kLapicSvr = kLapicBase + 0xf0;
+constexpr u64 kLapicEoi = kLapicBase + 0xb0;
+constexpr int kGedVector = 0x40;
+
+void ioapic_write(u32 reg, u32 v) {
+  mmio_write<u32>(kIoapicBase, reg);         // IOREGSEL
+  mmio_write<u32>(kIoapicBase + 0x10, v);    // IOWIN
+}
+
+u8 ged_read(const acpi::Ged& g) {
+  return g.region_space == 1 ? inb(static_cast<u16>(g.region_addr)) : mmio_read<u8>(g.region_addr);
+}
+
+// Waits (halted) for the GED's interrupt, as an OS would, then reads the
+// event register the way the DSDT's _EVT does and, on a power-button event,
+// powers off like `poweroff`. Everything it uses comes from the tables.
+[[noreturn]] void prog_acpi_shutdown() {
+  acpi::Tables t;
+  if (!acpi::load(&t)) fail(t.error);
+  acpi::Ged ged{};
+  if (!acpi::find_ged(t.dsdt, &ged)) {
+    fail("acpi-shutdown: no GED (ACPI0013) with _EVT, an Interrupt and an OperationRegion");
+  }
+  if (!acpi::has_power_button(t.dsdt)) fail("acpi-shutdown: no PNP0C0C power button device");
+  if (ged.gsi >= 24) fail("acpi-shutdown: the GED's GSI is not an IOAPIC pin");
+  if (ged.region_len == 0 || (ged.region_space == 1 && ged.region_addr > 0xffff) ||
+      ged.region_space > 1) {
+    fail("acpi-shutdown: unusable GED event register");
+  }
+
+  // The LAPIC on, the GED's IOAPIC pin to kGedVector on APIC 0 (fixed,
+  // physical) with the trigger and polarity the _CRS gives, unmasked.
+  mask_pics();
+  mmio_write<u32>(kLapicSvr, 0x1ff);
+  set_gate(kGedVector, reinterpret_cast<u64>(&irq_hold));
+  const u32 redir = 0x10 + 2 * ged.gsi;
+  ioapic_write(redir + 1, 0);  // destination APIC ID 0
+  ioapic_write(redir, kGedVector | (ged.level ? 1u << 15 : 0) | (ged.active_low ? 1u << 13 : 0));
+
+  print("acpi-shutdown: ready gsi=");
+  print_dec(ged.gsi);
+  print(ged.level ? " level" : " edge");
+  print(ged.active_low ? " low" : " high");
+  print(ged.region_space == 1 ? " port=0x" : " mmio=0x");
+  print_hex(ged.region_addr);
+  putc('\n');
+
+  while (irq_held == 0) cpl0_service<kServiceWaitIrq>();
+  // Quiet the source before the EOI, or a level-triggered pin fires again.
+  const u8 events = ged_read(ged);
+  const u8 after = ged_read(ged);
+  mmio_write<u32>(kLapicEoi, 0);
+  print("acpi-shutdown: interrupt events=0x");
+  print_hex(events);
+  print(" then=0x");
+  print_hex(after);
+  putc('\n');
+  if ((events & 1) == 0) fail("acpi-shutdown: an interrupt without a power-button event");
+  if (after != 0) fail("acpi-shutdown: reading the event register did not clear it");
+  print("acpi-shutdown: power button pressed, powering off\n");
+  prog_poweroff();
+}
+
 // ---- Benchmarks -------------------------------------------------------------
 
 enum class Bench { kPioUnhandled, kPioHandled, kMmio, kIoeventfd };
@@ -374,6 +440,7 @@ extern "C" void guest_main() {
       {"demo", prog_demo},
       {"exitcode", prog_exitcode},
       {"poweroff", prog_poweroff},
+      {"acpi-shutdown", prog_acpi_shutdown},
       {"reset", prog_reset},
       {"fault", prog_fault},
       {"triplefault", prog_triplefault},

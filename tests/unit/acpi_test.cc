@@ -305,6 +305,45 @@ TEST_P(AcpiTablesTest, DsdtHasS5AndCom1) {
       << "the PCI host bridge is described exactly when there is a PCI bus";
 }
 
+// The power button: a control-method device (PNP0C0C) that the Generic Event
+// Device notifies; the FADT says there is no fixed-feature one.
+TEST_P(AcpiTablesTest, PowerButtonIsAControlMethodDeviceBehindAGed) {
+  EXPECT_TRUE(Get<uint32_t>(fadt_, 112) & (1u << 4)) << "PWR_BUTTON: not a fixed-feature button";
+  EXPECT_NE(Find(dsdt_, {'_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0c, 0x0c}), std::string::npos)
+      << "EisaId(\"PNP0C0C\")";
+  // Device (\_SB.GED0) with Name (_HID, "ACPI0013").
+  const size_t ged = Find(dsdt_, Ascii("\\\x2e_SB_GED0"));
+  ASSERT_NE(ged, std::string::npos);
+  ASSERT_GE(ged, 4u);
+  EXPECT_EQ(dsdt_[ged - 4], 0x5b);
+  EXPECT_EQ(dsdt_[ged - 3], 0x82) << "DeviceOp";
+  EXPECT_EQ(dsdt_[ged - 2] >> 6, 1) << "two-byte PkgLength";
+  Bytes hid = Ascii("_HID\x0d" "ACPI0013");
+  hid.push_back(0);
+  EXPECT_NE(Find(dsdt_, hid, ged), std::string::npos);
+  // _CRS: Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive) {GSI}
+  // and nothing else (Linux's GED driver rejects any other descriptor).
+  const Bytes crs = {0x08, '_', 'C', 'R', 'S', 0x11, 0x0e, 0x0a, 0x0b,
+                     0x89, 0x06, 0x00, 0x01, 0x01, static_cast<uint8_t>(layout::kGedGsi), 0, 0, 0,
+                     0x79};
+  const size_t at = Find(dsdt_, crs, ged);
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_EQ(Sum(Bytes(dsdt_.begin() + static_cast<ptrdiff_t>(at + 9),
+                      dsdt_.begin() + static_cast<ptrdiff_t>(at + 9 + 11))),
+            0)
+      << "resource template checksum";
+  // OperationRegion (EREG, SystemIO, kPortGed, One): the register the device implements.
+  EXPECT_NE(Find(dsdt_, {0x5b, 0x80, 'E', 'R', 'E', 'G', 0x01, 0x0b,
+                         static_cast<uint8_t>(layout::kPortGed & 0xff),
+                         static_cast<uint8_t>(layout::kPortGed >> 8), 0x01},
+                 ged),
+            std::string::npos);
+  // Notify (\_SB.PWRB, 0x80).
+  EXPECT_NE(Find(dsdt_, {0x86, 0x5c, 0x2e, '_', 'S', 'B', '_', 'P', 'W', 'R', 'B', 0x0a, 0x80},
+                 ged),
+            std::string::npos);
+}
+
 INSTANTIATE_TEST_SUITE_P(Configs, AcpiTablesTest, kAllCases, CaseName);
 
 // --- PCI: MCFG and the host bridge in the DSDT, at byte level ---
@@ -674,6 +713,55 @@ std::string AslInteger(uint32_t v) {
   char buf[16];
   std::snprintf(buf, sizeof buf, v <= 0xff ? "0x%02X" : "0x%08X", v);
   return buf;
+}
+
+TEST_P(AcpicaTest, IaslSeesTheGedAndThePowerButton) {
+  if (!Executable("/usr/bin/iasl")) GTEST_SKIP() << "iasl not installed (Debian: acpica-tools)";
+  CommandResult r = InDir("/usr/bin/iasl -d dsdt.dat");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const std::string d = Squeeze(ReadFile(dir_.path() / "dsdt.dsl"));
+  EXPECT_THAT(d, HasSubstr("Device(PWRB){Name(_HID,EisaId(\"PNP0C0C\")"));
+  EXPECT_THAT(d, HasSubstr("Device(\\_SB.GED0){Name(_HID,\"ACPI0013\""));
+  char irq[128];
+  std::snprintf(irq, sizeof irq,
+                "Interrupt(ResourceConsumer,Level,ActiveHigh,Exclusive,,,){0x%08X,}})",
+                layout::kGedGsi);
+  EXPECT_THAT(d, HasSubstr(irq));
+  char region[64];
+  std::snprintf(region, sizeof region, "OperationRegion(EREG,SystemIO,0x%04X,One)",
+                layout::kPortGed);
+  EXPECT_THAT(d, HasSubstr(region));
+  EXPECT_THAT(d, HasSubstr("Field(EREG,ByteAcc,NoLock,Preserve){EVTS,8}"));
+  EXPECT_THAT(d, HasSubstr("Method(_EVT,1,Serialized)//_EVT:Event{Local0=EVTS/*\\_SB_.GED0.EVTS*/"
+                           "If((Local0&One)){Notify(\\_SB.PWRB,0x80)"));
+}
+
+// _EVT run by ACPICA's interpreter against a simulated event register: a
+// power-button bit gives Notify(PWRB, 0x80); any other bit, or none, nothing.
+TEST_P(AcpicaTest, AcpiexecRunsTheGedEventMethod) {
+  if (!Executable("/usr/bin/acpiexec")) {
+    GTEST_SKIP() << "acpiexec not installed (Debian: acpica-tools)";
+  }
+  const std::string evt = " -b 'evaluate \\_SB.GED0._EVT " + std::to_string(layout::kGedGsi) +
+                          "; evaluate \\_SB.GED0._CRS; evaluate \\_SB.GED0._HID'" + DatFiles();
+  // -fv: the byte every simulated operation region starts with.
+  CommandResult pressed = InDir("timeout 60 /usr/bin/acpiexec -fv 1" + evt);
+  EXPECT_EQ(pressed.status, 0) << pressed.output;
+  EXPECT_THAT(pressed.output, HasSubstr("Notify on [PWRB]"));
+  EXPECT_THAT(pressed.output, HasSubstr("Value 0x80"));
+  EXPECT_THAT(pressed.output, HasSubstr("[String] Length 08 = \"ACPI0013\""));
+  char crs[64];
+  std::snprintf(crs, sizeof crs, "89 06 00 01 01 %02X 00 00 00 79", layout::kGedGsi);
+  EXPECT_THAT(pressed.output, HasSubstr(crs));
+  EXPECT_THAT(pressed.output, Not(HasSubstr("AE_")));
+  for (const char* fill : {"0", "2", "254"}) {
+    SCOPED_TRACE(fill);
+    CommandResult other = InDir(std::string("timeout 60 /usr/bin/acpiexec -fv ") + fill + evt);
+    EXPECT_EQ(other.status, 0) << other.output;
+    EXPECT_THAT(other.output, HasSubstr("Evaluating \\_SB.GED0._EVT"));
+    EXPECT_THAT(other.output, Not(HasSubstr("Notify"))) << other.output;
+    EXPECT_THAT(other.output, Not(HasSubstr("AE_")));
+  }
 }
 
 using AcpicaPciTest = AcpicaTest;

@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "vm_service.grpc.pb.h"
 
@@ -38,6 +39,12 @@ class FakeControl : public VmControl {
   }
   absl::Status Reset() override { return absl::OkStatus(); }
   absl::Status Stop() override { return absl::OkStatus(); }
+  absl::Status Shutdown(absl::Duration timeout) override {
+    absl::MutexLock l(&mu);
+    if (stopped) return absl::FailedPreconditionError("the VM is not running");
+    shutdown_timeouts.push_back(timeout);
+    return absl::OkStatus();
+  }
   absl::StatusOr<v1::GetStatsResponse> Stats() override {
     return absl::FailedPreconditionError("the VM is not running");
   }
@@ -45,6 +52,9 @@ class FakeControl : public VmControl {
     return absl::InvalidArgumentError("no NIC " + std::to_string(index) + " for " + spec);
   }
   std::atomic<bool> paused{false};
+  absl::Mutex mu;
+  bool stopped ABSL_GUARDED_BY(mu) = false;
+  std::vector<absl::Duration> shutdown_timeouts ABSL_GUARDED_BY(mu);
 };
 
 std::unique_ptr<v1::VmService::Stub> Client(const std::string& path) {
@@ -129,11 +139,6 @@ TEST(ApiServer, ServesTheControlWithStatusCodesAndEvents) {
     EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_EQ(s.error_message(), "no NIC 2 for tap=x");
   }
-  {
-    grpc::ClientContext ctx;
-    v1::ShutdownResponse r;
-    EXPECT_EQ(stub->Shutdown(&ctx, {}, &r).error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  }
   (*server)->Publish(v1::VmEvent::KIND_STOPPED, "signal: test", 130);
   ASSERT_TRUE(reader->Read(&e));
   EXPECT_EQ(e.kind(), v1::VmEvent::KIND_PAUSED);  // only the successful pause
@@ -144,6 +149,37 @@ TEST(ApiServer, ServesTheControlWithStatusCodesAndEvents) {
   EXPECT_FALSE(reader->Read(&e));
   EXPECT_TRUE(reader->Finish().ok());
   EXPECT_NE(access(path.c_str(), F_OK), 0) << "socket left behind";
+}
+
+// Shutdown hands the control the guest's grace period: the request's, or the
+// documented default for 0; the control's refusal reaches the client.
+TEST(ApiServer, ShutdownPassesTheTimeoutAndDefaultsZeroToThirtySeconds) {
+  const std::string path = TempPath("api-shutdown");
+  FakeControl control;
+  auto server = ApiServer::Start(path, &control);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = Client(path);
+  auto shutdown = [&](uint32_t seconds) {
+    grpc::ClientContext ctx;
+    v1::ShutdownRequest req;
+    req.set_timeout_seconds(seconds);
+    v1::ShutdownResponse r;
+    return stub->Shutdown(&ctx, req, &r);
+  };
+  EXPECT_TRUE(shutdown(0).ok());
+  EXPECT_TRUE(shutdown(5).ok());
+  EXPECT_TRUE(shutdown(0xffffffffu).ok());
+  {
+    absl::MutexLock l(&control.mu);
+    EXPECT_EQ(control.shutdown_timeouts,
+              (std::vector<absl::Duration>{absl::Seconds(30), absl::Seconds(5),
+                                           absl::Seconds(0xffffffffu)}));
+    EXPECT_EQ(kDefaultShutdownTimeoutSeconds, 30u);
+    control.stopped = true;
+  }
+  grpc::Status s = shutdown(1);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(s.error_message(), "the VM is not running");
 }
 
 TEST(ApiServer, RefusesAFileAndALiveSocket) {

@@ -3,13 +3,16 @@
 
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "vmm/devices/acpi_pm.h"
 #include "vmm/devices/cmos.h"
 #include "vmm/devices/debug_exit.h"
 #include "vmm/devices/i8042.h"
+#include "vmm/devices/power_button.h"
 #include "vmm/devices/serial.h"
+#include "vmm/layout.h"
 
 namespace flint {
 namespace {
@@ -148,6 +151,78 @@ TEST(AcpiPm, PowersOffOnlyForS5WithSleepEnable) {
   ASSERT_TRUE(got);
   EXPECT_EQ(got->kind, StopKind::kPowerOff);
   EXPECT_EQ(got->exit_status, 0);
+}
+
+TEST(PowerButton, PressRaisesTheLineUntilTheGuestReadsTheEvent) {
+  FakeIrq irq;
+  PowerButton b(&irq);
+  EXPECT_EQ(In(b, 0), 0);
+  EXPECT_TRUE(irq.levels.empty()) << "no event: the line is never touched";
+  b.Press();
+  ASSERT_EQ(irq.levels, std::vector<bool>{true});
+  b.Press();  // a second press before the guest looked: one event, line still up
+  EXPECT_EQ(irq.levels, std::vector<bool>{true});
+  EXPECT_EQ(b.pending(), layout::kGedEventPowerButton);
+  EXPECT_EQ(In(b, 0), layout::kGedEventPowerButton);
+  EXPECT_EQ(irq.levels, (std::vector<bool>{true, false})) << "the read clears and lowers";
+  EXPECT_EQ(In(b, 0), 0);
+  EXPECT_EQ(irq.levels.size(), 2u);
+  b.Press();  // a later press is a new event
+  EXPECT_EQ(irq.levels, (std::vector<bool>{true, false, true}));
+  EXPECT_EQ(In(b, 0), layout::kGedEventPowerButton);
+}
+
+// A guest may poke the register block with any width at any offset: writes
+// do nothing, only a read covering byte 0 consumes the event, and bytes
+// beyond it read zero.
+TEST(PowerButton, HostileAccessesNeitherLoseNorInventEvents) {
+  FakeIrq irq;
+  PowerButton b(&irq);
+  b.Press();
+  for (size_t width : {1u, 2u, 4u, 8u}) {
+    for (uint64_t off : {0u, 1u, 3u, 7u}) {
+      std::vector<uint8_t> ones(width, 0xff);
+      b.Write(off, ones);
+      std::vector<uint8_t> got(width, 0xaa);
+      if (off != 0) {
+        b.Read(off, got);
+        EXPECT_EQ(got, std::vector<uint8_t>(width, 0)) << "width " << width << " offset " << off;
+      }
+    }
+  }
+  EXPECT_EQ(b.pending(), layout::kGedEventPowerButton);
+  EXPECT_EQ(irq.levels, std::vector<bool>{true});
+  std::vector<uint8_t> wide(8, 0xaa);
+  b.Read(0, wide);
+  EXPECT_EQ(wide, (std::vector<uint8_t>{layout::kGedEventPowerButton, 0, 0, 0, 0, 0, 0, 0}));
+  EXPECT_EQ(irq.levels.back(), false);
+  std::vector<uint8_t> none;
+  b.Read(0, none);  // a zero-length access (the bus never makes one) is harmless
+  EXPECT_EQ(b.pending(), 0);
+}
+
+// Presses from an API thread race reads from a vCPU: however they
+// interleave, the line ends up asserted exactly when an event is pending,
+// and every press is seen by a read that follows it.
+TEST(PowerButton, LineFollowsThePendingEventUnderRacingPressesAndReads) {
+  FakeIrq irq;  // only ever called under the device's lock
+  PowerButton b(&irq);
+  constexpr int kRounds = 20000;
+  int seen = 0;
+  std::thread presser([&] {
+    for (int i = 0; i < kRounds; ++i) b.Press();
+  });
+  for (int i = 0; i < kRounds; ++i) seen += In(b, 0) != 0;
+  presser.join();
+  ASSERT_FALSE(irq.levels.empty());
+  EXPECT_EQ(irq.levels.back(), b.pending() != 0);
+  for (size_t i = 1; i < irq.levels.size(); ++i) {
+    ASSERT_NE(irq.levels[i], irq.levels[i - 1]) << "the line is only set on a change, at " << i;
+  }
+  seen += In(b, 0) != 0;  // the last press, if no read followed it yet
+  EXPECT_GE(seen, 1);
+  EXPECT_EQ(b.pending(), 0);
+  EXPECT_FALSE(irq.levels.back());
 }
 
 TEST(I8042, ResetCommandRequestsReset) {

@@ -1,6 +1,7 @@
 // The Fixed ACPI Description Table (ACPI 6.5 §5.2.9), hardware-reduced: no
 // PM1/GPE register blocks, no SCI, no FACS. Power off goes through the sleep
-// control register that devices/acpi_pm.cc implements.
+// control register that devices/acpi_pm.cc implements; the power button is a
+// control-method device behind a GED (devices/power_button.h, the DSDT).
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "vmm/acpi/builders.h"
@@ -15,7 +16,10 @@ constexpr uint8_t kFadtMinorRevision = 3;  // the layout is ACPI 6.3's (also 6.4
 
 // Flags (§5.2.9, Table 5.10).
 constexpr uint32_t kFlagWbinvd = 1u << 0;       // WBINVD works (true under KVM)
-constexpr uint32_t kFlagPwrButton = 1u << 4;    // no fixed-feature power button
+// PWR_BUTTON set: the power button is not the fixed-feature one (which a
+// hardware-reduced machine cannot have) but a control-method device, the
+// DSDT's \_SB.PWRB, which the Generic Event Device \_SB.GED0 notifies.
+constexpr uint32_t kFlagPwrButton = 1u << 4;
 constexpr uint32_t kFlagSlpButton = 1u << 5;    // no fixed-feature sleep button
 constexpr uint32_t kFlagHwReducedAcpi = 1u << 20;
 
