@@ -1,0 +1,51 @@
+// The VMM processes the shim starts and finds again: started detached (a new
+// session, re-parented away from the shim by a double fork) so that a shim
+// restart never takes a VM down, and identified by pid + start time so a
+// reused pid is never mistaken for the VM.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace flint::shim {
+
+struct ProcessId {
+  pid_t pid = 0;
+  uint64_t start_time = 0;  // field 22 of /proc/PID/stat (clock ticks since boot)
+};
+
+// Runs argv (argv[0] looked up in PATH when it has no '/') in its own session,
+// stdin from /dev/null, stdout and stderr appended to `log_path`; every other
+// fd is closed except `keep_fds`, which keep their numbers. Returns once the
+// program has been exec'd (an exec failure is an error naming argv[0]); the
+// process is not the caller's child, so nobody has to reap it.
+absl::StatusOr<ProcessId> SpawnDetached(const std::vector<std::string>& argv,
+                                        const std::string& log_path,
+                                        const std::vector<int>& keep_fds = {});
+
+// NOT_FOUND when no process `pid` exists.
+absl::StatusOr<uint64_t> ProcessStartTime(pid_t pid);
+
+// The same process (pid and start time) still exists and is not a zombie.
+bool ProcessAlive(const ProcessId& id);
+
+// Waits until ProcessAlive(id) is false, up to `timeout`; true when it is gone.
+bool WaitProcessGone(const ProcessId& id, absl::Duration timeout);
+
+struct ProcessUsage {
+  uint64_t rss_bytes = 0;
+  uint64_t private_bytes = 0;  // Private_Clean + Private_Dirty (smaps_rollup)
+  uint64_t cpu_time_ns = 0;    // utime + stime
+};
+absl::StatusOr<ProcessUsage> ReadProcessUsage(pid_t pid);
+
+// The last `max_bytes` of a log file (whole lines), for error messages.
+std::string LogTail(const std::string& path, size_t max_bytes = 2000);
+
+}  // namespace flint::shim
