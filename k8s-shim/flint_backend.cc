@@ -197,17 +197,6 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& api_socket) {
                                    args);
 }
 
-// SIGKILL through a pidfd checked against the start time, so a reused pid
-// is never signalled.
-void KillProcess(const ProcessId& id) {
-  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, id.pid, 0)));
-  if (pidfd.valid()) {
-    if (ProcessAlive(id)) (void)syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-    return;
-  }
-  if (ProcessAlive(id)) (void)kill(id.pid, SIGKILL);
-}
-
 // What flint's stop file (vmm/main.cc) says.
 struct StopFile {
   std::string kind, detail;

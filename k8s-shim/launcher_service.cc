@@ -610,7 +610,7 @@ absl::Status Slot::StopVm() {
     id = {record_.pid(), record_.pid_start_time()};
   }
   if (id.pid <= 0 || !ProcessAlive(id)) return absl::OkStatus();
-  ::kill(id.pid, SIGKILL);
+  KillProcess(id);
   if (!WaitProcessGone(id, absl::Seconds(10))) {
     return absl::DeadlineExceededError(absl::StrFormat(
         "the VM process (pid %d) is still there 10s after SIGKILL (%s)", id.pid,

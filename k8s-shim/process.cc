@@ -314,6 +314,19 @@ bool ProcessAlive(const ProcessId& id) {
   return start.ok() && *start == id.start_time;
 }
 
+void SignalProcess(const ProcessId& id, int signal) {
+#ifdef SYS_pidfd_send_signal
+  UniqueFd pidfd(PidfdOpen(id.pid));
+  if (pidfd.valid()) {
+    if (ProcessAlive(id)) (void)syscall(SYS_pidfd_send_signal, pidfd.get(), signal, nullptr, 0);
+    return;
+  }
+#endif
+  if (ProcessAlive(id)) (void)kill(id.pid, signal);
+}
+
+void KillProcess(const ProcessId& id) { SignalProcess(id, SIGKILL); }
+
 bool WaitProcessGone(const ProcessId& id, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   UniqueFd pidfd(PidfdOpen(id.pid));

@@ -35,6 +35,14 @@ absl::StatusOr<uint64_t> ProcessStartTime(pid_t pid);
 // The same process (pid and start time) still exists and is not a zombie.
 bool ProcessAlive(const ProcessId& id);
 
+// SIGKILL to exactly that process: through a pidfd when the kernel has
+// pidfd_open (the identity check and the signal then refer to one process
+// even if the pid is reused in between), else a plain kill after the check.
+// Nothing happens when the process is gone.
+void KillProcess(const ProcessId& id);
+// The same with any signal.
+void SignalProcess(const ProcessId& id, int signal);
+
 // Waits until ProcessAlive(id) is false, up to `timeout`; true when it is gone.
 bool WaitProcessGone(const ProcessId& id, absl::Duration timeout);
 

@@ -123,20 +123,6 @@ std::string ReadSmallFile(const std::string& path) {
   return s;
 }
 
-// SIGKILL to exactly that process: through a pidfd when the kernel has
-// pidfd_open (the identity check and the signal then refer to one process
-// even if the pid is reused in between), else a plain kill after the check.
-void KillProcess(const ProcessId& id) {
-#if defined(SYS_pidfd_open) && defined(SYS_pidfd_send_signal)
-  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, id.pid, 0)));
-  if (pidfd.valid()) {
-    if (ProcessAlive(id)) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-    return;
-  }
-#endif
-  if (ProcessAlive(id)) kill(id.pid, SIGKILL);
-}
-
 std::vector<ProcessId> ReadPasstPids(const std::string& vm_dir) {
   std::vector<ProcessId> out;
   for (absl::string_view line :
@@ -211,6 +197,10 @@ absl::StatusOr<std::vector<std::string>> QemuArgs(const LaunchSpec& spec,
       // affected by what that MSR would deny, which is the safe side.
       "-cpu", "host,-arch-capabilities", "-smp", absl::StrCat(cpus), "-m", absl::StrCat(mib, "M"),
       "-nodefaults", "-no-user-config", "-display", "none",
+      // A guest power-off leaves QEMU up (state "shutdown") instead of
+      // exiting at once: a power-off within moments of the start is then
+      // still seen through QMP, and the backend ends QEMU itself (SIGTERM).
+      "-no-shutdown",
       // A hostile guest that takes QEMU over still cannot exec, setuid or
       // change scheduling.
       "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
@@ -549,9 +539,18 @@ class QemuBackend final : public Backend {
     }
     absl::StatusOr<Value> st = client_->Execute("query-status", nullptr, kCommandTimeout);
     if (!st.ok()) return st.status();
-    DomainStatus s = FromRunState(StringField(st->struct_value(), "status"));
+    const std::string run_state = StringField(st->struct_value(), "status");
+    DomainStatus s = FromRunState(run_state);
     if (fresh && s.state == DomainState::kRunning) s.reason = "Booted";
     absl::MutexLock l(&vm_->mu);
+    if (run_state == "shutdown" && !vm_->shutdown_seen) {
+      // The guest powered off before this session saw the SHUTDOWN event
+      // (nothing else puts QEMU there: the shim's own stops quit it).
+      vm_->shutdown_seen = true;
+      vm_->shutdown_by_guest = true;
+      vm_->shutdown_reason = "guest-shutdown";
+      SignalProcess(vm_->pid, SIGTERM);
+    }
     // An event that came meanwhile is at least as new as this reply (and
     // knows the reason): it wins.
     if (vm_->events_seen == events_before && !vm_->gone) vm_->status = s;
@@ -715,11 +714,15 @@ class QemuBackend final : public Backend {
         vm.Emit({DomainState::kShuttingDown, "User"}, detail);
       }
     } else if (e.name == "SHUTDOWN") {
-      // QEMU exits next (it runs without -no-shutdown); the final event
-      // follows when the process is gone.
-      vm.shutdown_seen = true;
-      vm.shutdown_by_guest = BoolField(e.data, "guest");
-      vm.shutdown_reason = StringField(e.data, "reason");
+      // The first SHUTDOWN says why (the SIGTERM below makes QEMU send
+      // another, "host-signal"). With -no-shutdown QEMU waits: end it; the
+      // final event follows when the process is gone.
+      if (!vm.shutdown_seen) {
+        vm.shutdown_seen = true;
+        vm.shutdown_by_guest = BoolField(e.data, "guest");
+        vm.shutdown_reason = StringField(e.data, "reason");
+      }
+      SignalProcess(vm.pid, SIGTERM);
     } else if (e.name == "GUEST_PANICKED") {
       vm.panicked = true;
       vm.Emit({DomainState::kCrashed, "Panicked"},

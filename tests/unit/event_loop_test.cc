@@ -73,12 +73,15 @@ TEST(EventLoop, CallbacksRunOnTheNamedLoopThread) {
 // switched to readable only it stays quiet until the peer sends, and then
 // reports kReadable (not kWritable).
 TEST(EventLoop, WatchReportsTheReadinessAskedFor) {
-  auto loop = MakeLoop();
   int sv[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
   UniqueFd a(sv[0]), b(sv[1]);
   absl::Mutex mu;
   std::vector<uint32_t> seen;
+  // Declared last, so destroyed first: its thread is gone before the
+  // sockets close (closing b makes a readable, and the callback would read a
+  // closed fd and touch `seen` after it is gone).
+  auto loop = MakeLoop();
   ASSERT_TRUE(loop->AddWatch(a.get(), EventLoop::kWritable, [&](uint32_t ready) {
                     absl::MutexLock l(&mu);
                     seen.push_back(ready);
