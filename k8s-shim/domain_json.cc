@@ -38,6 +38,50 @@ Out KiB(uint64_t kib) {
   return Out::Object().Set("Value", Out::Uint(kib)).Set("Unit", Out::Str("KiB"));
 }
 
+// KubeVirt's alias JSON: {"Name", "UserDefined"}; the VMI's device names
+// are user-defined aliases.
+Out Alias(const std::string& name) {
+  return Out::Object().Set("Name", Out::Str(name)).Set("UserDefined", Out::Bool(true));
+}
+
+// Spec.Devices: the disks and interfaces flint gives the guest, named as
+// the VMI names them. A device without a name (names not given) is left
+// out: virt-handler could not match it anyway.
+Out Devices(const flint::v1::VmConfig& config, const DeviceNames& names) {
+  Out disks = Out::Array();
+  for (int i = 0; i < config.disks_size() && static_cast<size_t>(i) < names.disks.size(); ++i) {
+    const flint::v1::Disk& d = config.disks(i);
+    Out disk = Out::Object()
+                   .Set("Device", Out::Str("disk"))
+                   .Set("Type", Out::Str("file"))
+                   .Set("Source", Out::Object().Set("File", Out::Str(d.path())))
+                   .Set("Target", Out::Object()
+                                      .Set("Bus", Out::Str("virtio"))
+                                      .Set("Device", Out::Str(VirtioDiskName(i))))
+                   .Set("Alias", Alias(names.disks[i]));
+    if (d.readonly()) disk.Set("ReadOnly", Out::Object());
+    if (!d.serial().empty()) disk.Set("Serial", Out::Str(d.serial()));
+    disks.Push(std::move(disk));
+  }
+  Out nics = Out::Array();
+  for (int i = 0; i < config.nics_size() && static_cast<size_t>(i) < names.nics.size(); ++i) {
+    const flint::v1::Nic& n = config.nics(i);
+    Out nic = Out::Object()
+                  .Set("Type", Out::Str("ethernet"))
+                  .Set("Model", Out::Object().Set("Type", Out::Str("virtio-non-transitional")))
+                  .Set("Alias", Alias(names.nics[i]));
+    if (n.has_tap()) {
+      nic.Set("Target", Out::Object()
+                            .Set("Device", Out::Str(n.tap().name()))
+                            .Set("Managed", Out::Str("no")));
+    }
+    if (!n.mac().empty()) nic.Set("MAC", Out::Object().Set("MAC", Out::Str(n.mac())));
+    if (n.mtu() != 0) nic.Set("MTU", Out::Object().Set("Size", Out::Str(absl::StrCat(n.mtu()))));
+    nics.Push(std::move(nic));
+  }
+  return Out::Object().Set("Disks", std::move(disks)).Set("Interfaces", std::move(nics));
+}
+
 }  // namespace
 
 const char* DomainStateName(DomainState state) {
@@ -55,7 +99,7 @@ const char* DomainStateName(DomainState state) {
 std::string DomainName(const VmiMeta& meta) { return absl::StrCat(meta.namespace_, "_", meta.name); }
 
 std::string DomainJson(const VmiMeta& meta, const flint::v1::VmConfig& config,
-                       const DomainStatus& status) {
+                       const DomainStatus& status, const DeviceNames& names) {
   // ObjectMeta: the VMI's name (not NAMESPACE_NAME) and the VMI's uid, as
   // KubeVirt's NewDomainFromName sets them.
   Out object_meta = Out::Object()
@@ -91,6 +135,7 @@ std::string DomainJson(const VmiMeta& meta, const flint::v1::VmConfig& config,
                  .Set("Memory", KiB(mib * 1024))
                  .Set("CurrentMemory", KiB(mib * 1024))
                  .Set("Metadata", Out::Object().Set("KubeVirt", std::move(kubevirt)))
+                 .Set("Devices", Devices(config, names))
                  .Set("VCPU", Out::Object()
                                   .Set("Placement", Out::Str("static"))
                                   .Set("CPUs", Out::Uint(cpus)));

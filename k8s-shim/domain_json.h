@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "k8s-shim/backend.h"
 #include "k8s-shim/vmi.h"
@@ -14,8 +15,17 @@ namespace flint::shim {
 // "NAMESPACE_NAME", namespace, uid), spec (name, uuid, the kubevirt metadata
 // with the VMI's uid and the grace period, vcpu count and memory), and status
 // {status: LifeCycle, reason: StateChangeReason}.
+// The VMI's names for the config's disks and NICs (same order as
+// config.disks / config.nics). With them the domain lists its devices
+// (Spec.Devices.Disks/Interfaces, aliased by those names), which is how
+// virt-handler matches them to the VMI's disks and interfaces.
+struct DeviceNames {
+  std::vector<std::string> disks;
+  std::vector<std::string> nics;
+};
+
 std::string DomainJson(const VmiMeta& meta, const flint::v1::VmConfig& config,
-                       const DomainStatus& status);
+                       const DomainStatus& status, const DeviceNames& names = {});
 
 // stats.DomainStats: name, uuid, cpu/memory/vcpu/net/block with their *Set
 // flags, from what the backend measures.

@@ -126,6 +126,21 @@ bool KnownBackend(const std::string& name) { return name == "flint" || name == "
 
 // ---- Slot ----
 
+// The VMI's device names a record keeps, for the domain's device list.
+static DeviceNames NamesOf(const VmRecord& record) {
+  DeviceNames names;
+  names.disks.assign(record.disk_names().begin(), record.disk_names().end());
+  names.nics.assign(record.nic_names().begin(), record.nic_names().end());
+  return names;
+}
+
+static void SetNames(const Translation& tr, VmRecord* record) {
+  record->clear_disk_names();
+  for (const std::string& n : tr.disk_names) record->add_disk_names(n);
+  record->clear_nic_names();
+  for (const std::string& n : tr.nic_names) record->add_nic_names(n);
+}
+
 Slot::Slot(VmRecord record, const ShimContext* ctx) : id_(record.id()), ctx_(ctx) {
   absl::MutexLock l(&mu_);
   record_ = std::move(record);
@@ -185,7 +200,7 @@ void Slot::ApplyStatus(const DomainStatus& status, const std::string& detail) {
                DomainStateName(status.state), status.reason.c_str(), detail.empty() ? "" : ": ",
                detail.c_str());
   status_ = status;
-  Emit("MODIFIED", DomainJson(meta_, record_.config(), status_));
+  Emit("MODIFIED", DomainJson(meta_, record_.config(), status_, NamesOf(record_)));
 }
 
 void Slot::Emit(const char* event_type, const std::string& domain_json) {
@@ -304,7 +319,7 @@ void Slot::Reattach() {
     std::fprintf(stderr, "flint-shim: vm %s: re-attached to %s pid %d (%s)\n", id_.c_str(),
                  backend_->kind(), record_.pid(), DomainStateName(status_.state));
     // virt-handler may have missed changes while no shim ran.
-    Emit("MODIFIED", DomainJson(meta_, record_.config(), status_));
+    Emit("MODIFIED", DomainJson(meta_, record_.config(), status_, NamesOf(record_)));
     return;
   }
   if (absl::IsNotFound(s)) {
@@ -415,6 +430,7 @@ Response Slot::Sync(const std::string& vmi_json) {
     early.set_vmi_namespace(tr->meta.namespace_);
     early.set_vmi_json(vmi_json);
     *early.mutable_config() = tr->config;
+    SetNames(*tr, &early);
     early.set_deleted(false);
     early.set_backend(kind);
     early.set_pid(process.pid);
@@ -450,6 +466,7 @@ Response Slot::Sync(const std::string& vmi_json) {
   filled.set_vmi_namespace(tr->meta.namespace_);
   filled.set_vmi_json(vmi_json);
   *filled.mutable_config() = tr->config;
+  SetNames(*tr, &filled);
   filled.set_deleted(false);
   backend_->FillRecord(&filled);
   if (filled.backend().empty()) filled.set_backend(kind);
@@ -467,7 +484,7 @@ Response Slot::Sync(const std::string& vmi_json) {
                  id_.c_str(), record_.vmi_uid().c_str(), record_.vmi_namespace().c_str(),
                  record_.vmi_name().c_str(), kind.c_str(), record_.pid(),
                  DomainStateName(status_.state));
-    Emit("ADDED", DomainJson(meta_, record_.config(), status_));
+    Emit("ADDED", DomainJson(meta_, record_.config(), status_, NamesOf(record_)));
   }
   // A VM runs that a restarted shim could not find without its record: say
   // so loudly, but the VM is up, which is what virt-handler asked for.
@@ -572,7 +589,7 @@ Response Slot::Shutdown(const std::string& vmi_json) {
     // does the same), so virt-handler knows when to escalate to Kill.
     absl::MutexLock l(&mu_);
     meta_.shutdown_since = absl::Now();
-    if (domain_exists_) Emit("MODIFIED", DomainJson(meta_, record_.config(), status_));
+    if (domain_exists_) Emit("MODIFIED", DomainJson(meta_, record_.config(), status_, NamesOf(record_)));
   }
   // No Refresh: the backend's events say ShuttingDown and then Shutoff; a
   // status poll now would only see the guest still running and flip back.
@@ -642,7 +659,7 @@ absl::Status Slot::EndDomain(bool kill) {
       // DomainJson sets ObjectMeta.deletionTimestamp for NoState/NonExistent,
       // which is how KubeVirt's launcher says a domain is gone.
       Emit("MODIFIED",
-           DomainJson(meta_, record_.config(), {DomainState::kNoState, "NonExistent"}));
+           DomainJson(meta_, record_.config(), {DomainState::kNoState, "NonExistent"}, NamesOf(record_)));
     }
     status_ = {DomainState::kNoState, "NonExistent"};
   }
@@ -679,7 +696,7 @@ kubevirt::cmd::v1::DomainResponse Slot::GetDomain() {
     return out;
   }
   *out.mutable_response() = Ok();
-  if (domain_exists_) out.set_domain(DomainJson(meta_, record_.config(), status_));
+  if (domain_exists_) out.set_domain(DomainJson(meta_, record_.config(), status_, NamesOf(record_)));
   return out;
 }
 

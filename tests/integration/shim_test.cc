@@ -508,6 +508,13 @@ TEST_P(ShimTest, VmiLifecycleWithEvents) {
   EXPECT_EQ(Get(doc, {"Status", "Status"}).string_value(), "Running") << domain;
   EXPECT_EQ(Get(doc, {"ObjectMeta", "uid"}).string_value(), o.uid) << domain;
   EXPECT_EQ(Get(doc, {"Spec", "Metadata", "KubeVirt", "UID"}).string_value(), o.uid) << domain;
+  // The VMI's disk is listed under its own name, as virt-handler matches it.
+  const Value disks = Get(doc, {"Spec", "Devices", "Disks"});
+  ASSERT_EQ(disks.list_value().values_size(), 1) << domain;
+  EXPECT_EQ(disks.list_value().values(0).struct_value().fields().at("Alias").struct_value()
+                .fields().at("Name").string_value(),
+            "scratch")
+      << domain;
 
   {
     cmd::Response ping;
