@@ -45,6 +45,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "k8s-shim/files.h"
 #include "k8s-shim/process.h"
 #include "vmm/kvm/unique_fd.h"
 #include "vm_service.grpc.pb.h"
@@ -207,18 +208,13 @@ struct StopFile {
 // NOT_FOUND when VM_DIR has no stop file.
 absl::StatusOr<StopFile> ReadStopFile(const std::string& vm_dir) {
   const std::string path = vm_dir + "/" + kStopFileName;
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) {
-      return absl::NotFoundError(absl::StrFormat("flint wrote no stop file %s", path));
-    }
-    return absl::InternalError(absl::StrFormat("cannot read %s: %s", path, strerror(errno)));
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (absl::IsNotFound(text.status())) {
+    return absl::NotFoundError(absl::StrFormat("flint wrote no stop file %s", path));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InternalError(absl::StrFormat("cannot read %s", path));
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!text.ok()) return text.status();
   google::protobuf::Struct doc;
-  if (auto s = google::protobuf::util::JsonStringToMessage(text, &doc); !s.ok()) {
+  if (auto s = google::protobuf::util::JsonStringToMessage(*text, &doc); !s.ok()) {
     return absl::DataLossError(
         absl::StrFormat("%s is not flint's stop file: %s", path, std::string(s.message())));
   }
@@ -996,21 +992,6 @@ bool IsSocket(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) return absl::InternalError(absl::StrFormat("cannot write %s", tmp));
-  }
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(
-        absl::StrFormat("cannot rename %s to %s: %s", tmp, path, strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> StartFlint(const LaunchSpec& spec,
@@ -1039,7 +1020,7 @@ absl::StatusOr<std::unique_ptr<Backend>> StartFlint(const LaunchSpec& spec,
         absl::StrFormat("VmConfig to JSON: %s", std::string(s.message())));
   }
   const std::string config_path = spec.vm_dir + "/config.json";
-  if (absl::Status s = WriteFileAtomically(config_path, json); !s.ok()) return s;
+  if (absl::Status s = WriteFileAtomic(config_path, json); !s.ok()) return s;
 
   auto vm = std::make_shared<FlintVm>(spec.vm_dir, api_socket, config, spec.disk_names,
                                       spec.nic_names, std::move(sink));

@@ -35,6 +35,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "k8s-shim/files.h"
 #include "vmm/kvm/kvm.h"
 #include "vm_service.grpc.pb.h"
 #include "vmm/kvm/unique_fd.h"
@@ -194,14 +195,6 @@ std::string LabelValue(absl::string_view raw) {
   return v;
 }
 
-std::string ReadSmallFile(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) return "";
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 // /dev/kvm: opened, API version 12, the capabilities that matter to flint.
 // Fills device, device_usable, device_detail and the kvm labels.
 void ProbeKvm(GetHypervisorInfoResponse* r) {
@@ -266,7 +259,7 @@ void ProbeHost(const BackendPrograms& programs, GetHypervisorInfoResponse* r) {
   // Nested virtualization: this host is itself a guest (CPUID's hypervisor
   // bit), and whether KVM runs on hardware support or on kvm_pvm, the
   // paravirtualized KVM that needs no VMX/SVM in the guest.
-  const std::string cpuinfo = ReadSmallFile("/proc/cpuinfo");
+  const std::string cpuinfo = ReadFile("/proc/cpuinfo").value_or("");
   std::string flags;
   for (absl::string_view line : absl::StrSplit(cpuinfo, '\n')) {
     if (absl::StartsWith(line, "flags")) {
@@ -296,13 +289,13 @@ void ProbeHost(const BackendPrograms& programs, GetHypervisorInfoResponse* r) {
 
   uint64_t free_2m = 0;
   std::string text(absl::StripAsciiWhitespace(
-      ReadSmallFile("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")));
+      ReadFile("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages").value_or("")));
   if (!absl::SimpleAtoi(text, &free_2m)) free_2m = 0;
   labels[Label("hugepages-2Mi")] = Bool(free_2m > 0);
   labels[Label("hugepages-2Mi-free")] = absl::StrCat(free_2m);
   // Transparent huge pages: "[madvise]" is the mode in effect; flint asks
   // for them on guest RAM with MADV_HUGEPAGE.
-  const std::string thp = ReadSmallFile("/sys/kernel/mm/transparent_hugepage/enabled");
+  const std::string thp = ReadFile("/sys/kernel/mm/transparent_hugepage/enabled").value_or("");
   const size_t open_br = thp.find('['), close_br = thp.find(']');
   if (open_br != std::string::npos && close_br != std::string::npos && close_br > open_br) {
     labels[Label("thp")] = LabelValue(thp.substr(open_br + 1, close_br - open_br - 1));

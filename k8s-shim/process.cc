@@ -21,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "k8s-shim/files.h"
 #include "vmm/kvm/kvm.h"
 #include "vmm/kvm/unique_fd.h"
 
@@ -103,9 +104,9 @@ absl::StatusOr<std::string> ResolveProgram(const std::string& name) {
 // (field 3). comm may hold spaces and ')', so the split is at the last ')'.
 absl::StatusOr<std::vector<std::string>> StatFields(pid_t pid) {
   const std::string path = absl::StrFormat("/proc/%d/stat", pid);
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrFormat("no process %d", pid));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  absl::StatusOr<std::string> read = ReadFile(path);
+  if (!read.ok()) return absl::NotFoundError(absl::StrFormat("no process %d", pid));
+  const std::string& text = *read;
   const size_t close = text.rfind(')');
   if (close == std::string::npos) {
     return absl::InternalError(absl::StrFormat("%s: no ')' after the command name", path));

@@ -47,6 +47,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "k8s-shim/backend.h"
+#include "k8s-shim/files.h"
 #include "k8s-shim/process.h"
 #include "k8s-shim/qmp.h"
 #include "vmm/event_loop.h"
@@ -95,38 +96,15 @@ absl::StatusOr<SharedThreads> Threads() {
   return threads;
 }
 
-// ---- Small file helpers ----
+// ---- Small files ----
 
-absl::Status WriteFileAtomic(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << contents;
-    if (!out.good()) {
-      return absl::InternalError(absl::StrFormat("writing %s: %s", tmp, strerror(errno)));
-    }
-  }
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrFormat("renaming %s: %s", tmp, strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
-std::string ReadSmallFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string s;
-  char buf[4096];
-  while (in && s.size() < (1u << 20)) {
-    in.read(buf, sizeof(buf));
-    s.append(buf, static_cast<size_t>(in.gcount()));
-  }
-  return s;
-}
+// What the backend reads back of its own small files (it wrote them).
+constexpr size_t kMaxSmallFile = 1 << 20;
 
 std::vector<ProcessId> ReadPasstPids(const std::string& vm_dir) {
   std::vector<ProcessId> out;
   for (absl::string_view line :
-       absl::StrSplit(ReadSmallFile(vm_dir + "/passt.pids"), '\n', absl::SkipEmpty())) {
+       absl::StrSplit(ReadFile(vm_dir + "/passt.pids", kMaxSmallFile).value_or(""), '\n', absl::SkipEmpty())) {
     std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
     ProcessId id;
     if (f.size() == 2 && absl::SimpleAtoi(f[0], &id.pid) &&
@@ -319,7 +297,7 @@ absl::Status WriteDeviceNames(const std::string& vm_dir, const std::vector<std::
 void ReadDeviceNames(const std::string& vm_dir, std::vector<std::string>* disks,
                      std::vector<std::string>* nics) {
   Struct s;
-  if (!google::protobuf::util::JsonStringToMessage(ReadSmallFile(vm_dir + "/qemu-devices.json"),
+  if (!google::protobuf::util::JsonStringToMessage(ReadFile(vm_dir + "/qemu-devices.json", kMaxSmallFile).value_or(""),
                                                    &s)
            .ok()) {
     return;

@@ -13,6 +13,7 @@
 #include <system_error>
 
 #include "absl/strings/str_format.h"
+#include "k8s-shim/files.h"
 #include "vmm/kvm/unique_fd.h"
 
 namespace flint::shim {
@@ -32,43 +33,6 @@ absl::Status MakeDir(const std::string& path) {
         absl::StrFormat("%s exists and is not a directory", path));
   }
   return Errno(errno, "creating " + path);
-}
-
-absl::Status WriteAll(int fd, const std::string& data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno(errno, "writing " + path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
-
-// The whole file; NOT_FOUND when it does not exist.
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
-    if (errno == ENOENT) return absl::NotFoundError(path + " does not exist");
-    return Errno(errno, "opening " + path);
-  }
-  std::string out;
-  char buf[8192];
-  for (;;) {
-    const ssize_t n = read(fd.get(), buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno(errno, "reading " + path);
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    // A record is a few KiB (the VMI JSON is the big part); anything huge is
-    // not one of ours.
-    if (out.size() > (64u << 20)) return absl::DataLossError(path + " is larger than 64 MiB");
-  }
-  return out;
 }
 
 }  // namespace
@@ -181,30 +145,8 @@ std::vector<VmRecord> VmStore::LoadAll(std::vector<std::string>* warnings) {
 absl::Status VmStore::Save(const VmRecord& record) {
   if (absl::Status s = ValidateSlotId(record.id()); !s.ok()) return s;
   if (absl::Status s = MakeDir(SlotDir(record.id())); !s.ok()) return s;
-  const std::string path = RecordPath(record.id());
-  const std::string tmp = path + ".tmp";
-  {
-    UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (!fd.valid()) return Errno(errno, "creating " + tmp);
-    if (absl::Status s = WriteAll(fd.get(), ToJson(record), tmp); !s.ok()) {
-      unlink(tmp.c_str());
-      return s;
-    }
-    if (fsync(fd.get()) != 0) {
-      const int err = errno;
-      unlink(tmp.c_str());
-      return Errno(err, "fsync of " + tmp);
-    }
-  }
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    unlink(tmp.c_str());
-    return Errno(err, "renaming " + tmp + " to " + path);
-  }
-  // The rename itself is durable only once the directory is.
-  UniqueFd dir(open(SlotDir(record.id()).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.valid()) (void)fsync(dir.get());
-  return absl::OkStatus();
+  // Durable: a record lost to a host crash is a VM no restarted shim finds.
+  return WriteFileAtomic(RecordPath(record.id()), ToJson(record), 0600, /*durable=*/true);
 }
 
 absl::Status VmStore::Remove(const std::string& id) {
