@@ -6,7 +6,6 @@
 #include <linux/kvm.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -39,8 +38,6 @@
 #include "vmm/kvm/kvm.h"
 #include "vm_service.grpc.pb.h"
 #include "vmm/kvm/unique_fd.h"
-
-extern char** environ;
 
 namespace flint::shim {
 namespace {
@@ -81,99 +78,6 @@ std::optional<std::string> FindProgram(const std::string& program) {
     if (executable(candidate)) return candidate;
   }
   return std::nullopt;
-}
-
-// A child whose stdout and stderr come back through pipes.
-struct Child {
-  pid_t pid = -1;
-  UniqueFd out, err;
-};
-
-// Starts argv[0] (an absolute path) with stdin from /dev/null and both output
-// streams on pipes. posix_spawn, not fork: the shim is multi-threaded (gRPC),
-// and only fds 0-2 reach the child.
-absl::StatusOr<Child> SpawnCaptured(const std::vector<std::string>& argv) {
-  int out_pipe[2], err_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
-  UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
-  if (pipe2(err_pipe, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2");
-  UniqueFd err_r(err_pipe[0]), err_w(err_pipe[1]);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, out_w.get(), STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err_w.get(), STDERR_FILENO);
-  posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  Child child;
-  const int rc = posix_spawn(&child.pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return ErrnoStatus(rc, "posix_spawn " + argv[0]);
-  child.out = std::move(out_r);
-  child.err = std::move(err_r);
-  return child;
-}
-
-struct Captured {
-  bool exited = false;  // false: killed by a signal, or the time limit
-  bool timed_out = false;
-  int exit_status = -1;
-  std::string out, err;
-};
-
-// Reads the child's output until both streams close (SIGKILL after
-// `timeout`), then reaps it.
-Captured Collect(Child& child, absl::Duration timeout) {
-  Captured c;
-  const absl::Time deadline = absl::Now() + timeout;
-  pollfd fds[2] = {{child.out.get(), POLLIN, 0}, {child.err.get(), POLLIN, 0}};
-  std::string* sinks[2] = {&c.out, &c.err};
-  int open_streams = 2;
-  while (open_streams > 0) {
-    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-    if (left_ms <= 0) {
-      c.timed_out = true;
-      kill(child.pid, SIGKILL);
-      break;
-    }
-    const int n = poll(fds, 2, static_cast<int>(left_ms));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buf[4096];
-      const ssize_t got = read(fds[i].fd, buf, sizeof(buf));
-      if (got > 0) {
-        // Bounded: a runaway child must not grow the shim without limit.
-        if (sinks[i]->size() < (1u << 20)) sinks[i]->append(buf, static_cast<size_t>(got));
-      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
-        fds[i].fd = -1;
-        --open_streams;
-      }
-    }
-  }
-  int status = 0;
-  pid_t w;
-  do {
-    w = waitpid(child.pid, &status, 0);
-  } while (w < 0 && errno == EINTR);
-  // ECHILD: SIGCHLD is ignored in this process, so the child was reaped for
-  // us; the captured output still tells what happened.
-  if (w == child.pid && WIFEXITED(status)) {
-    c.exited = true;
-    c.exit_status = WEXITSTATUS(status);
-  }
-  return c;
-}
-
-absl::StatusOr<Captured> RunCaptured(const std::vector<std::string>& argv,
-                                     absl::Duration timeout) {
-  absl::StatusOr<Child> child = SpawnCaptured(argv);
-  if (!child.ok()) return child.status();
-  return Collect(*child, timeout);
 }
 
 std::string Tail(const std::string& text, size_t max_bytes = 1500) {
@@ -405,7 +309,7 @@ absl::Status MeasureOverhead(const std::string& flint, const std::string& versio
                                    "--api-socket", socket,
                                    "--serial", "file:" + dir->path() + "/serial.log",
                                    "--state-dir", dir->path()};
-  absl::StatusOr<Child> child = SpawnCaptured(argv);
+  absl::StatusOr<CapturedChild> child = SpawnCaptured(argv);
   if (!child.ok()) return child.status();
   const absl::Status driven = DriveProbeVm(socket, child->pid);
   if (!driven.ok()) kill(child->pid, SIGKILL);

@@ -1,11 +1,7 @@
 #include "k8s-shim/launcher_service.h"
 
-#include <fcntl.h>
 #include <google/protobuf/util/message_differencer.h>
-#include <poll.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -83,36 +79,8 @@ std::string ProgramVersion(const std::string& program) {
     if (auto it = cache->find(program); it != cache->end()) return it->second;
   }
   std::string out;
-  int p[2];
-  if (pipe2(p, O_CLOEXEC) == 0) {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      dup2(p[1], STDOUT_FILENO);
-      const int null_fd = open("/dev/null", O_RDWR);
-      if (null_fd >= 0) {
-        dup2(null_fd, STDIN_FILENO);
-        dup2(null_fd, STDERR_FILENO);
-      }
-      const char* argv[] = {program.c_str(), "--version", nullptr};
-      execvp(argv[0], const_cast<char* const*>(argv));
-      _exit(127);
-    }
-    close(p[1]);
-    if (pid > 0) {
-      const absl::Time deadline = absl::Now() + absl::Seconds(5);
-      char buf[512];
-      while (out.size() < 4096) {
-        const int left = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
-        pollfd pfd = {p[0], POLLIN, 0};
-        if (left <= 0 || poll(&pfd, 1, left) <= 0) break;
-        const ssize_t n = read(p[0], buf, sizeof(buf));
-        if (n <= 0) break;
-        out.append(buf, static_cast<size_t>(n));
-      }
-      kill(pid, SIGKILL);
-      waitpid(pid, nullptr, 0);
-    }
-    close(p[0]);
+  if (absl::StatusOr<Captured> c = RunCaptured({program, "--version"}, absl::Seconds(5)); c.ok()) {
+    out = std::move(c->out);
   }
   out = out.substr(0, out.find('\n'));
   absl::MutexLock l(&mu);

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "vmm/kvm/unique_fd.h"
 
 namespace flint::shim {
 
@@ -55,5 +56,32 @@ absl::StatusOr<ProcessUsage> ReadProcessUsage(pid_t pid);
 
 // The last `max_bytes` of a log file (whole lines), for error messages.
 std::string LogTail(const std::string& path, size_t max_bytes = 2000);
+
+// A short-lived helper program whose output the caller reads (the opposite
+// of SpawnDetached: the caller's child, reaped by Collect).
+struct CapturedChild {
+  pid_t pid = -1;
+  UniqueFd out, err;
+};
+
+// Starts argv (argv[0] looked up in PATH when it has no '/') with stdin from
+// /dev/null and stdout/stderr on pipes. posix_spawn, not fork: the shim is
+// multi-threaded (gRPC), and only fds 0-2 reach the child.
+absl::StatusOr<CapturedChild> SpawnCaptured(const std::vector<std::string>& argv);
+
+struct Captured {
+  bool exited = false;  // false: killed by a signal, or the time limit
+  bool timed_out = false;
+  int exit_status = -1;
+  std::string out, err;  // each kept to its first MiB
+};
+
+// Reads the child's output until both streams close (SIGKILL after
+// `timeout`), then reaps it.
+Captured Collect(CapturedChild& child, absl::Duration timeout);
+
+// SpawnCaptured + Collect.
+absl::StatusOr<Captured> RunCaptured(const std::vector<std::string>& argv,
+                                     absl::Duration timeout);
 
 }  // namespace flint::shim
