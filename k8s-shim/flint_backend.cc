@@ -198,38 +198,24 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& api_socket) {
                                    args);
 }
 
-// What flint's stop file (vmm/main.cc) says.
-struct StopFile {
-  std::string kind, detail;
-  int exit_status = -1;
-  std::string reason() const { return kind + ": " + detail; }
-};
-
-// NOT_FOUND when VM_DIR has no stop file.
-absl::StatusOr<StopFile> ReadStopFile(const std::string& vm_dir) {
+// flint's stop file (vmm/main.cc): its final KIND_STOPPED event. NOT_FOUND
+// when VM_DIR has none.
+absl::StatusOr<VmEvent> ReadStopFile(const std::string& vm_dir) {
   const std::string path = vm_dir + "/" + kStopFileName;
   absl::StatusOr<std::string> text = ReadFile(path);
   if (absl::IsNotFound(text.status())) {
     return absl::NotFoundError(absl::StrFormat("flint wrote no stop file %s", path));
   }
   if (!text.ok()) return text.status();
-  google::protobuf::Struct doc;
-  if (auto s = google::protobuf::util::JsonStringToMessage(*text, &doc); !s.ok()) {
+  VmEvent stopped;
+  if (auto s = google::protobuf::util::JsonStringToMessage(*text, &stopped); !s.ok()) {
     return absl::DataLossError(
         absl::StrFormat("%s is not flint's stop file: %s", path, std::string(s.message())));
   }
-  const auto& f = doc.fields();
-  auto kind = f.find(std::string("kind"));
-  if (kind == f.end() || !kind->second.has_string_value()) {
-    return absl::DataLossError(absl::StrFormat("%s names no stop kind", path));
+  if (stopped.kind() != VmEvent::KIND_STOPPED) {
+    return absl::DataLossError(absl::StrFormat("%s names no stop", path));
   }
-  StopFile out;
-  out.kind = kind->second.string_value();
-  if (auto d = f.find(std::string("detail")); d != f.end()) out.detail = d->second.string_value();
-  if (auto e = f.find(std::string("exit_status")); e != f.end() && e->second.has_number_value()) {
-    out.exit_status = static_cast<int>(e->second.number_value());
-  }
-  return out;
+  return stopped;
 }
 
 // One process-wide thread for every VM's timed follow-ups.
@@ -698,10 +684,10 @@ void FlintVm::OnProcessGone() {
     kill_requested = kill_requested_;
   }
   BackendEvent e;
-  absl::StatusOr<StopFile> stop = ReadStopFile(vm_dir_);
+  absl::StatusOr<VmEvent> stop = ReadStopFile(vm_dir_);
   if (stop.ok()) {
-    e.status = FlintStopStatus(stop->reason(), stop->exit_status, kill_requested);
-    e.detail = absl::StrFormat("%s (flint exit status %d)", stop->reason(), stop->exit_status);
+    e.status = FlintStopStatus(stop->reason(), stop->exit_status(), kill_requested);
+    e.detail = absl::StrFormat("%s (flint exit status %d)", stop->reason(), stop->exit_status());
   } else if (kill_requested) {
     e.status = {DomainState::kShutoff, "Destroyed"};
     e.detail = "flint was killed after the stop request";
@@ -917,10 +903,10 @@ absl::Status FlintVm::SettleEarlyExit(const StartFiles& files) {
   constexpr std::string_view kStopped = "flint: VM stopped (";
   std::optional<BackendEvent> final_event;
   // StartFlint removed any earlier stop file: one now is this run's.
-  if (absl::StatusOr<StopFile> stop = ReadStopFile(vm_dir_); stop.ok()) {
-    final_event = BackendEvent{FlintStopStatus(stop->reason(), stop->exit_status, false),
+  if (absl::StatusOr<VmEvent> stop = ReadStopFile(vm_dir_); stop.ok()) {
+    final_event = BackendEvent{FlintStopStatus(stop->reason(), stop->exit_status(), false),
                                absl::StrFormat("%s (flint exit status %d)", stop->reason(),
-                                               stop->exit_status)};
+                                               stop->exit_status())};
   } else if (size_t at = log.find(kStopped); at != std::string::npos) {
     const size_t line_end = std::min(log.find('\n', at), log.size());
     size_t kind_end = log.find(')', at);
@@ -1145,9 +1131,9 @@ absl::StatusOr<DomainStatus> FlintEndStatus(const flint::shim::v1::VmRecord& rec
     return absl::InvalidArgumentError(
         absl::StrFormat("the record of VM %s names no vm_dir", record.id()));
   }
-  absl::StatusOr<StopFile> stop = ReadStopFile(record.vm_dir());
+  absl::StatusOr<VmEvent> stop = ReadStopFile(record.vm_dir());
   if (!stop.ok()) return stop.status();
-  return FlintStopStatus(stop->reason(), stop->exit_status, false);
+  return FlintStopStatus(stop->reason(), stop->exit_status(), false);
 }
 
 }  // namespace flint::shim

@@ -1,6 +1,7 @@
 // flint: one process per VM. Parses the command line, reads the images,
 // opens /dev/kvm, and runs the VM until it stops; the exit status says why.
 #include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
@@ -297,41 +298,26 @@ class CurrentVm final : public VmControl {
 };
 
 // The stop file: with --state-dir, flint's last act is to write
-// STATE_DIR/stop.json (write temp + rename, so a reader sees all or nothing)
-// with the facts of its final KIND_STOPPED event, for a watcher that holds
-// no event stream (flint-shim) or was not there when flint ended:
-//   {"kind": "power-off", "detail": "ACPI S5", "exit_status": 0}
-// kind is StopKindName, detail the stop's words, exit_status flint's exit
-// status. A stale file is removed when flint starts; no file after flint is
-// gone means it ended without a stop (SIGKILL, a crash, a start error).
+// STATE_DIR/stop.json (write temp + rename, so a reader sees all or nothing):
+// its final KIND_STOPPED event (flint.v1.VmEvent, the message the API
+// streams) as proto3 JSON, for a watcher that holds no event stream
+// (flint-shim) or was not there when flint ended:
+//   {"kind": "KIND_STOPPED", "reason": "power-off: ACPI S5", "exit_status": 0}
+// A stale file is removed when flint starts; no file after flint is gone
+// means it ended without a stop (SIGKILL, a crash, a start error).
 constexpr const char* kStopFileName = "stop.json";
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20) {
-      out += absl::StrFormat("\\u%04x", u);
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-void WriteStopFile(const std::string& state_dir, const StopReason& reason) {
+void WriteStopFile(const std::string& state_dir, const v1::VmEvent& stopped) {
   const std::string path = state_dir + "/" + kStopFileName;
   const std::string tmp = path + ".tmp";
-  const std::string text =
-      absl::StrFormat("{\"kind\": %s, \"detail\": %s, \"exit_status\": %d}\n",
-                      JsonString(StopKindName(reason.kind)), JsonString(reason.detail),
-                      reason.exit_status);
-  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  bool ok = fd.valid() && write(fd.get(), text.data(), text.size()) ==
-                              static_cast<ssize_t>(text.size());
+  google::protobuf::util::JsonPrintOptions json;
+  json.preserve_proto_field_names = true;
+  std::string text;
+  bool ok = google::protobuf::util::MessageToJsonString(stopped, &text, json).ok();
+  text += "\n";
+  UniqueFd fd(ok ? open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1);
+  ok = fd.valid() && write(fd.get(), text.data(), text.size()) ==
+                         static_cast<ssize_t>(text.size());
   fd.reset();
   ok = ok && rename(tmp.c_str(), path.c_str()) == 0;
   if (!ok) {
@@ -496,7 +482,13 @@ int RunVm(const RunOptions& opts, int64_t start_ns) {
       if (absl::Status s = images.Load(opts); !s.ok()) return Fail(kExitUsage, s);
       continue;
     }
-    if (!opts.state_dir.empty()) WriteStopFile(opts.state_dir, reason);
+    if (!opts.state_dir.empty()) {
+      v1::VmEvent stopped;
+      stopped.set_kind(v1::VmEvent::KIND_STOPPED);
+      stopped.set_reason(why);
+      stopped.set_exit_status(reason.exit_status);
+      WriteStopFile(opts.state_dir, stopped);
+    }
     publish(v1::VmEvent::KIND_STOPPED, why, reason.exit_status);
     if (reason.kind != StopKind::kDebugExit) {
       std::fprintf(stderr, "flint: VM stopped (%s): %s\n", StopKindName(reason.kind),

@@ -304,7 +304,8 @@ TEST_F(ShimFlintBackendTest, SigkilledFlintIsCrashed) {
   // run's end.
   {
     std::ofstream stale(spec.vm_dir + "/stop.json");
-    stale << "{\"kind\": \"power-off\", \"detail\": \"stale\", \"exit_status\": 0}\n";
+    stale << "{\"kind\": \"KIND_STOPPED\", \"reason\": \"power-off: stale\", "
+             "\"exit_status\": 0}\n";
   }
   std::unique_ptr<Backend> vm = Start(spec, &events);
   ASSERT_NE(vm, nullptr);
