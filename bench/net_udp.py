@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,10 +220,48 @@ def vmm_cmd(vmm, args, tap, fwd_port, passt_sock):
               f"stream,id=n0,server=off,addr.type=unix,addr.path={passt_sock}")
     return ["qemu-system-x86_64", "-M", "microvm,accel=kvm,rtc=on,pcie=on",
             "-cpu", "host,-arch-capabilities", "-m", "128", "-nodefaults", "-no-user-config",
-            "-nographic", "-serial", "stdio", "-kernel", GUEST,
+            "-nographic", "-serial", "stdio", "-kernel", GUEST, "-name", "bench,debug-threads=on",
             "-append", args + f" flint.ecam={QEMU_ECAM}",
             "-device", "isa-debug-exit,iobase=0xf4", "-no-reboot", "-netdev", netdev,
             "-device", f"virtio-net-pci,netdev=n0,disable-legacy=on,romfile=,mac={MAC}"]
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+VCPU_THREAD = re.compile(r"^(flint-vcpu\d+|CPU \d+/KVM)$")
+
+
+def cpu_seconds(pid, tid=None):
+    """utime + stime of a process (or one of its threads), in seconds; 0 once it is gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    try:
+        with open(path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def cpu_snapshot(pid, passt_pid=None):
+    """CPU seconds so far: the VMM's threads other than vCPUs ("io"), and passt
+    (flint's child, or the one started for QEMU)."""
+    io = 0.0
+    children = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        if not VCPU_THREAD.match(name):
+            io += cpu_seconds(pid, tid)
+    passt = sum(cpu_seconds(c) for c in children) + (cpu_seconds(passt_pid) if passt_pid else 0)
+    return {"io": io, "passt": passt}
 
 
 def run_once(vmm, mode, size, packets, env, callgrind=False):
@@ -235,8 +274,11 @@ def run_once(vmm, mode, size, packets, env, callgrind=False):
                   env["fwd_port"] if mode == "rx" else None, passt.sock if passt else None)
     if callgrind:
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd
+    elif os.environ.get("NET_UDP_WRAP"):  # e.g. "strace -c -f -o /tmp/s": a profiler around the VMM
+        cmd = os.environ["NET_UDP_WRAP"].split() + cmd
     flood = None
     t_ready = None
+    cpu = None
     try:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              errors="replace")
@@ -250,6 +292,9 @@ def run_once(vmm, mode, size, packets, env, callgrind=False):
                 t_ready = time.monotonic()
                 if mode == "rx":
                     flood = Flood(env["flood_sock"], env["flood_target"], size)
+            if line.startswith("RESULT") and not callgrind:
+                # The guest is done; the VMM and passt are still there.
+                cpu = cpu_snapshot(p.pid, passt.proc.pid if passt else None)
         p.wait(timeout=600)
         t_end = time.monotonic()
         err_thread.join()
@@ -273,6 +318,7 @@ def run_once(vmm, mode, size, packets, env, callgrind=False):
         "wall": t_end - t_ready if t_ready else None,
         "cycles_per_packet": int(m.group(2)) / n if m and n else None,
         "ir": int(ir.group(1)) if ir else None,
+        "cpu": cpu,
     }
 
 
@@ -293,6 +339,11 @@ def measure(vmm, mode, size, n1, env, callgrind):
         if a["ok"] and b["ok"] and b["wall"] - a["wall"] > 0:
             row["pps"] = (b["packets"] - a["packets"]) / (b["wall"] - a["wall"])
         row["cyc"] = b["cycles_per_packet"]
+        if a["ok"] and b["ok"] and a["cpu"] and b["cpu"] and b["packets"] > a["packets"]:
+            # Host CPU per datagram, start-up cancelled like pps: the VMM's
+            # threads that move frames (not the polling vCPU) and passt.
+            for k in ("io", "passt"):
+                row[f"{k}_us"] = 1e6 * (b["cpu"][k] - a["cpu"][k]) / (b["packets"] - a["packets"])
     if callgrind:
         c1, c2 = max(n1 // 20, 200), max(n1 // 4, 1000)
         ca, cb = (run_once(vmm, mode, size, c1, env, True),
@@ -311,7 +362,18 @@ def main():
     ap.add_argument("--tap", action="store_true", help="also measure over a TAP device (root)")
     ap.add_argument("--flint", help="flint binary (default BUILD/vmm/flint)")
     ap.add_argument("--guest", help="test guest ELF (default BUILD/tests/guest/flint-guest.elf)")
+    ap.add_argument("--modes", default="tx,rx", help="directions: tx (guest->host), rx, or both")
+    ap.add_argument("--sizes", default=",".join(str(s) for s in SIZES),
+                    help="payload sizes in bytes, comma-separated")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per case and VMM, alternating; medians are printed")
+    ap.add_argument("--vmms", default="flint,qemu", help="VMMs to measure (QEMU when installed)")
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if any(m not in ("tx", "rx") for m in modes) or any(not 16 <= s <= 1472 for s in sizes):
+        print("net_udp: --modes takes tx,rx and --sizes 16..1472")
+        return 2
     global FLINT, GUEST
     FLINT = args.flint or os.path.join(args.build, "vmm/flint")
     GUEST = args.guest or os.path.join(args.build, "tests/guest/flint-guest.elf")
@@ -326,7 +388,8 @@ def main():
     if args.callgrind and shutil.which("valgrind") is None:
         print("net_udp: --callgrind needs valgrind")
         return 2
-    vmms = ["flint"] + (["qemu"] if shutil.which("qemu-system-x86_64") else [])
+    vmms = [v for v in args.vmms.split(",")
+            if v == "flint" or (v == "qemu" and shutil.which("qemu-system-x86_64"))]
 
     # Backends: passt always; TAP when asked. Each has a sink for tx and a
     # flood target for rx.
@@ -352,13 +415,25 @@ def main():
                                          "sink": tap_sink, "flood_target": (GUEST_IP, tport),
                                          "flood_sock": udp_socket((PEER_IP, 0), lab.ns)}))
         for backend, env in backends:
-            for mode in ("tx", "rx"):
-                for size in SIZES:
+            for mode in modes:
+                for size in sizes:
                     row = {"case": f"{backend} {mode} {size}B", "size": size}
+                    # VMMs alternate run by run, so a slow spell of the
+                    # machine hits both; each column is the median.
+                    runs = {vmm: [] for vmm in vmms}
+                    for i in range(args.repeat):
+                        for vmm in vmms:
+                            runs[vmm].append(measure(vmm, mode, size, args.packets, env,
+                                                     args.callgrind and i == 0))
                     for vmm in vmms:
-                        for k, v in measure(vmm, mode, size, args.packets, env,
-                                            args.callgrind).items():
-                            row[f"{vmm}_{k}"] = v
+                        for k in ("pps", "loss", "cyc", "ir", "io_us", "passt_us"):
+                            vals = [r[k] for r in runs[vmm] if r.get(k) is not None]
+                            if vals:
+                                row[f"{vmm}_{k}"] = statistics.median(vals)
+                    pairs = [a["pps"] / b["pps"] for a, b in
+                             zip(runs.get("flint", []), runs.get("qemu", [])) if a.get("pps") and b.get("pps")]
+                    if len(pairs) > 1:
+                        row["ratio_range"] = (min(pairs), max(pairs))
                     rows.append(row)
     finally:
         for _, env in backends:
@@ -370,23 +445,30 @@ def main():
     def fmt(v, spec="{:.0f}"):
         return "-" if v is None else spec.format(v)
 
-    print(f"{'case':<17} {'flint pps':>10} {'qemu pps':>10} {'ratio':>6} {'flint Gb/s':>10} "
+    print(f"{'case':<17} {'flint pps':>10} {'qemu pps':>10} {'ratio':>6} {'range':>9} {'flint Gb/s':>10} "
           f"{'qemu Gb/s':>9} {'flint cyc':>9} {'qemu cyc':>9} {'loss f/q':>11} "
-          f"{'flint Ir':>9} {'qemu Ir':>9}")
+          f"{'flint Ir':>9} {'qemu Ir':>9} {'io us f/q':>11} {'passt us f/q':>12}")
     for r in rows:
         fp, qp = r.get("flint_pps"), r.get("qemu_pps")
         ratio = fp / qp if fp and qp else None
         gbs = lambda pps: None if pps is None else pps * r["size"] * 8 / 1e9
         loss = lambda v: "-" if v is None else f"{100 * v:.1f}%"
-        print(f"{r['case']:<17} {fmt(fp):>10} {fmt(qp):>10} {fmt(ratio, '{:.2f}'):>6} "
+        rr = r.get("ratio_range")
+        rr = f"{rr[0]:.2f}-{rr[1]:.2f}" if rr else "-"
+        print(f"{r['case']:<17} {fmt(fp):>10} {fmt(qp):>10} {fmt(ratio, '{:.2f}'):>6} {rr:>9} "
               f"{fmt(gbs(fp), '{:.3f}'):>10} {fmt(gbs(qp), '{:.3f}'):>9} "
               f"{fmt(r.get('flint_cyc')):>9} {fmt(r.get('qemu_cyc')):>9} "
               f"{loss(r.get('flint_loss')) + '/' + loss(r.get('qemu_loss')):>11} "
-              f"{fmt(r.get('flint_ir')):>9} {fmt(r.get('qemu_ir')):>9}")
+              f"{fmt(r.get('flint_ir')):>9} {fmt(r.get('qemu_ir')):>9} "
+              f"{fmt(r.get('flint_io_us'), '{:.2f}') + '/' + fmt(r.get('qemu_io_us'), '{:.2f}'):>11} "
+              f"{fmt(r.get('flint_passt_us'), '{:.2f}') + '/' + fmt(r.get('qemu_passt_us'), '{:.2f}'):>12}")
     print("pps = UDP datagrams/s measured on the host (tx: at the sink; rx: two-run difference); "
-          "ratio = flint pps / QEMU pps; Gb/s = payload only; cyc = guest TSC cycles per "
+          "ratio = flint pps / QEMU pps (of the medians with --repeat; range: lowest and highest "
+          "ratio of the alternating run pairs); Gb/s = payload only; cyc = guest TSC cycles per "
           "datagram; loss = tx datagrams the host never saw; Ir = VMM userspace instructions "
-          "per datagram (callgrind, passt excluded)")
+          "per datagram (callgrind, passt excluded); io us / passt us (rx) = host CPU time "
+          "(user + system, /proc) per datagram of the VMM's threads other than the vCPU, and of "
+          "passt, two-run difference")
     return 0
 
 

@@ -153,9 +153,11 @@ VirtioNet::VirtioNet(const NicConfig& config, std::unique_ptr<net::NetBackend> b
       max_pairs_(max_pairs),
       features_(kNetFeatureCsum | kNetFeatureGuestCsum | kNetFeatureMtu | kNetFeatureMac |
                 kNetFeatureMrgRxbuf | kNetFeatureStatus | kNetFeatureCtrlVq | kNetFeatureCtrlRx |
-                kNetFeatureCtrlMacAddr | (max_pairs > 1 ? kNetFeatureMq : 0)),
+                kNetFeatureCtrlRxExtra | kNetFeatureCtrlMacAddr |
+                (max_pairs > 1 ? kNetFeatureMq : 0)),
       mac_(config.mac),
       backend_(std::move(backend)) {
+  ResetRxFilter();
   for (uint16_t p = 0; p < max_pairs_; ++p) {
     auto rx = std::make_unique<RxQueue>();
     rx->index = static_cast<uint16_t>(2 * p);
@@ -436,8 +438,7 @@ void VirtioNet::StopServing() {
   interrupts_ = nullptr;
   driver_features_ = 0;
   active_pairs_.store(1, std::memory_order_relaxed);
-  rx_mode_.store(0, std::memory_order_relaxed);
-  mac_table_entries_.store(0, std::memory_order_relaxed);
+  ResetRxFilter();
   absl::MutexLock l(&config_mu_);
   mac_ = configured_mac_;  // a new driver starts from the configured address
 }
@@ -595,6 +596,7 @@ absl::Status VirtioNet::SwapOnLoop(std::unique_ptr<net::NetBackend> backend,
 void VirtioNet::PauseBackendRx(uint16_t b) {
   if (rx_paused_[b]) return;
   rx_paused_[b] = true;
+  counters_.rx_pauses.fetch_add(1, std::memory_order_relaxed);
   backend_->PauseRx(b);
 }
 
@@ -612,6 +614,7 @@ VirtioNet::RxQueue* VirtioNet::RxTarget(uint16_t b) {
 
 void VirtioNet::OnRxNotify(RxQueue& q) {
   DrainEventfd(q.notify_fd);
+  counters_.rx_notifies.fetch_add(1, std::memory_order_relaxed);
   if (failed_ || !backend_started_) return;
   // The driver added buffers (whatever waited for them may go on), or
   // ServeRx kicked itself after a burst.
@@ -718,6 +721,7 @@ void VirtioNet::DeliverFrame(RxQueue& q, size_t received) {
   uint8_t* const frame = buf + kNetHdrSize;
   if (frame_len < kNetMinFrame) return drop(counters_.drop_short);
   if (frame_len > mtu_ + kNetFrameOverhead) return drop(counters_.drop_long);
+  if (!rx_filter_.Accept(frame)) return drop(counters_.drop_filtered);
   NetHdr h = LoadHdr(buf);
   if (h.gso_type != kNetHdrGsoNone) return drop(counters_.drop_bad_gso);  // none offered
   const bool guest_csum = (driver_features_ & kNetFeatureGuestCsum) != 0;
@@ -991,31 +995,38 @@ uint8_t VirtioNet::CtrlCommand(uint8_t cls, uint8_t cmd, std::span<const Segment
   constexpr uint64_t kData = 2;  // command data follows class and command
   switch (cls) {
     case kNetCtrlClassRx: {
-      if (cmd > kNetCtrlRxNobcast || len != 1) return kNetCtrlErr;
+      // PROMISC and ALLMULTI come with CTRL_RX, the other four with CTRL_RX_EXTRA.
+      const uint64_t needs = cmd <= kNetCtrlRxAllmulti ? kNetFeatureCtrlRx : kNetFeatureCtrlRxExtra;
+      if (cmd > kNetCtrlRxNobcast || len != 1 || !(driver_features_ & needs)) return kNetCtrlErr;
       uint8_t on;
       CopyFromSegments(segs, kData, &on, 1);
-      const uint8_t bit = static_cast<uint8_t>(1u << cmd);
-      uint8_t mode = rx_mode_.load(std::memory_order_relaxed);
-      mode = on ? (mode | bit) : (mode & static_cast<uint8_t>(~bit));
-      rx_mode_.store(mode, std::memory_order_relaxed);
+      rx_filter_.SetMode(cmd, on != 0);
+      PublishRxFilter();
       return kNetCtrlOk;
     }
     case kNetCtrlClassMac:
       if (cmd == kNetCtrlMacTableSet) {
-        // Two tables, unicast then multicast: le32 entries, then 6 bytes each.
+        if (!(driver_features_ & kNetFeatureCtrlRx)) return kNetCtrlErr;
+        // Two tables, unicast then multicast: le32 entries, then 6 bytes
+        // each. Everything is checked before anything changes; a table
+        // longer than the filter keeps is read only as far as it keeps.
         uint64_t at = 0;
-        uint64_t entries = 0;
-        for (int table = 0; table < 2; ++table) {
+        std::array<std::vector<MacAddress>, 2> tables;
+        for (auto& table : tables) {
           if (len - at < 4) return kNetCtrlErr;
           uint32_t n;
           CopyFromSegments(segs, kData + at, &n, 4);
           at += 4;
           if (n > (len - at) / 6) return kNetCtrlErr;
+          table.resize(std::min<uint64_t>(n, NetRxFilter::kMaxEntries + 1));
+          for (size_t i = 0; i < table.size(); ++i) {
+            CopyFromSegments(segs, kData + at + 6 * i, table[i].data(), 6);
+          }
           at += 6ull * n;
-          entries += n;
         }
         if (at != len) return kNetCtrlErr;
-        mac_table_entries_.store(static_cast<uint32_t>(entries), std::memory_order_relaxed);
+        rx_filter_.SetTables(tables[0], tables[1]);
+        PublishRxFilter();
         return kNetCtrlOk;
       }
       if (cmd == kNetCtrlMacAddrSet) {
@@ -1023,6 +1034,7 @@ uint8_t VirtioNet::CtrlCommand(uint8_t cls, uint8_t cmd, std::span<const Segment
         std::array<uint8_t, 6> mac;
         CopyFromSegments(segs, kData, mac.data(), 6);
         if (mac[0] & 1) return kNetCtrlErr;  // a NIC's own address is unicast
+        rx_filter_.set_own_mac(mac);
         absl::MutexLock l(&config_mu_);
         mac_ = mac;
         return kNetCtrlOk;
@@ -1041,6 +1053,18 @@ uint8_t VirtioNet::CtrlCommand(uint8_t cls, uint8_t cmd, std::span<const Segment
     default:
       return kNetCtrlErr;
   }
+}
+
+void VirtioNet::ResetRxFilter() {
+  rx_filter_.Reset();
+  rx_filter_.set_own_mac(configured_mac_);
+  PublishRxFilter();
+}
+
+void VirtioNet::PublishRxFilter() {
+  rx_mode_.store(rx_filter_.modes(), std::memory_order_relaxed);
+  mac_table_.store(rx_filter_.unicast_entries() << 16 | rx_filter_.multicast_entries(),
+                   std::memory_order_relaxed);
 }
 
 // ---- used ring -----------------------------------------------------------
@@ -1064,24 +1088,21 @@ void VirtioNet::SignalIfNeeded(SplitQueue* ring, uint16_t index, bool* added) {
 std::string VirtioNet::StatsLine() const {
   auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
   const Counters& c = counters_;
-  static constexpr const char* kModes[] = {"promisc", "allmulti", "alluni",
-                                           "nomulti", "nouni",    "nobcast"};
-  std::string mode;
-  const uint8_t bits = rx_mode_.load(std::memory_order_relaxed);
-  for (int i = 0; i < 6; ++i) {
-    if (bits & (1u << i)) absl::StrAppendFormat(&mode, "%s%s", mode.empty() ? "" : ",", kModes[i]);
-  }
+  const uint32_t table = mac_table_.load(std::memory_order_relaxed);
   return absl::StrFormat(
       "link=%s queue_pairs=%u/%u rx_frames=%u rx_bytes=%u tx_frames=%u tx_bytes=%u "
       "drop_short=%u drop_long=%u drop_bad_gso=%u drop_bad_csum=%u drop_no_rx_buffers=%u "
-      "backend_errors=%u tx_sw_csum=%u tx_busy=%u ctrl_err=%u rx_mode=%s mac_table=%u "
-      "link_changes=%u swaps=%u backend=\"%s\"",
+      "drop_filtered=%u backend_errors=%u tx_sw_csum=%u tx_busy=%u rx_pauses=%u "
+      "rx_notifies=%u ctrl_err=%u rx_mode=%s mac_table=%s link_changes=%u swaps=%u "
+      "backend=\"%s\"",
       link_up() ? "up" : "down", active_pairs_.load(std::memory_order_relaxed), max_pairs_,
       get(c.rx_frames), get(c.rx_bytes), get(c.tx_frames), get(c.tx_bytes), get(c.drop_short),
       get(c.drop_long), get(c.drop_bad_gso), get(c.drop_bad_csum), get(c.drop_no_rx_buffers),
-      get(c.backend_errors), get(c.tx_sw_csum), get(c.tx_busy), get(c.ctrl_err),
-      mode.empty() ? "-" : mode, mac_table_entries_.load(std::memory_order_relaxed),
-      get(c.link_changes), get(c.swaps), BackendDescription());
+      get(c.drop_filtered), get(c.backend_errors), get(c.tx_sw_csum), get(c.tx_busy),
+      get(c.rx_pauses), get(c.rx_notifies), get(c.ctrl_err),
+      NetRxFilter::ModeString(rx_mode_.load(std::memory_order_relaxed)),
+      NetRxFilter::TableString(table >> 16, table & 0xffff), get(c.link_changes), get(c.swaps),
+      BackendDescription());
 }
 
 }  // namespace flint::virtio

@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "devices/virtio/device.h"
+#include "devices/virtio/net_rx_filter.h"
 #include "devices/virtio/queue.h"
 #include "net/backend.h"
 #include "vmm/event_loop.h"
@@ -51,6 +52,7 @@ inline constexpr uint64_t kNetFeatureMrgRxbuf = 1ull << 15;
 inline constexpr uint64_t kNetFeatureStatus = 1ull << 16;
 inline constexpr uint64_t kNetFeatureCtrlVq = 1ull << 17;
 inline constexpr uint64_t kNetFeatureCtrlRx = 1ull << 18;
+inline constexpr uint64_t kNetFeatureCtrlRxExtra = 1ull << 20;
 inline constexpr uint64_t kNetFeatureMq = 1ull << 22;
 inline constexpr uint64_t kNetFeatureCtrlMacAddr = 1ull << 23;
 
@@ -148,8 +150,10 @@ class VirtioNet final : public VirtioDevice {
   struct CtrlQueue;
   struct Counters {
     std::atomic<uint64_t> rx_frames{0}, rx_bytes{0}, tx_frames{0}, tx_bytes{0}, drop_short{0},
-        drop_long{0}, drop_bad_gso{0}, drop_bad_csum{0}, drop_no_rx_buffers{0}, backend_errors{0},
-        tx_sw_csum{0}, tx_busy{0}, swaps{0}, link_changes{0}, ctrl_err{0};
+        drop_long{0}, drop_bad_gso{0}, drop_bad_csum{0}, drop_no_rx_buffers{0}, drop_filtered{0},
+        backend_errors{0},
+        tx_sw_csum{0}, tx_busy{0}, rx_pauses{0}, rx_notifies{0}, swaps{0}, link_changes{0},
+        ctrl_err{0};
   };
   enum class TxVerdict { kSend, kDrop, kFail };
 
@@ -187,6 +191,10 @@ class VirtioNet final : public VirtioDevice {
 
   // Control queue.
   void ProcessCtrl();
+  // Promiscuous, no tables, the configured address (device reset).
+  void ResetRxFilter();
+  // Copies rx_filter_'s state into rx_mode_/mac_table_ for StatsLine.
+  void PublishRxFilter();
   bool HandleCtrl(const DescriptorChain& chain);  // false: NEEDS_RESET raised
   uint8_t CtrlCommand(uint8_t cls, uint8_t cmd, std::span<const Segment> data, uint64_t len);
 
@@ -231,13 +239,12 @@ class VirtioNet final : public VirtioDevice {
   std::atomic<uint16_t> active_pairs_{1};
   bool active_ = false;
   bool failed_ = false;  // NEEDS_RESET raised: serve nothing until Reset()
-  // Receive filtering the driver asked for: recorded and acknowledged, not
-  // enforced. The device delivers every frame the backend hands over, as if
-  // promiscuous: passt only sends what is addressed to this NIC, but a TAP on
-  // a bridge also gets frames flooded to other addresses, which the guest's
-  // own stack then discards. Atomic only for StatsLine.
-  std::atomic<uint8_t> rx_mode_{0};  // bit i: CTRL_RX command i switched on
-  std::atomic<uint32_t> mac_table_entries_{0};
+  // Receive filtering the driver asked for (RX mode, MAC table, own
+  // address); applied to every received frame before it takes a buffer.
+  NetRxFilter rx_filter_;
+  // Copies of rx_filter_'s state for StatsLine (any thread).
+  std::atomic<uint8_t> rx_mode_{0};
+  std::atomic<uint32_t> mac_table_{0};  // unicast entries << 16 | multicast entries
 
   Counters counters_;
 };

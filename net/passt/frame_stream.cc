@@ -32,6 +32,7 @@ void FrameStream::Attach(int fd) {
   tx_off_ = tx_len_ = 0;
   sender_waiting_ = false;
   rx_start_ = rx_end_ = 0;
+  maybe_more_ = false;
 }
 
 absl::StatusOr<SendResult> FrameStream::Send(std::span<const iovec> frame) {
@@ -177,6 +178,7 @@ absl::StatusOr<size_t> FrameStream::Fill() {
     rx_start_ = 0;
   }
   const size_t space = rx_.size() - rx_end_;
+  maybe_more_ = space == 0;
   if (space == 0) return 0;
   ssize_t n;
   do {
@@ -188,6 +190,7 @@ absl::StatusOr<size_t> FrameStream::Fill() {
   }
   if (n == 0) return absl::UnavailableError("passt closed its socket");
   rx_end_ += static_cast<size_t>(n);
+  maybe_more_ = static_cast<size_t>(n) == space;
   if (absl::Status s = CheckHead(); !s.ok()) return s;
   return static_cast<size_t>(n);
 }

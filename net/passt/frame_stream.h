@@ -75,6 +75,10 @@ class FrameStream {
   // number of bytes read (0: nothing available, or the buffer is full). An
   // error: end of stream, a socket error, or a malformed frame length.
   absl::StatusOr<size_t> Fill();
+  // Whether the last Fill filled all the space it had, so the socket may
+  // hold more; after a short read the socket was drained and the owner can
+  // wait for readiness instead of reading again (one recv per wake-up).
+  bool maybe_more() const { return maybe_more_; }
   // Whether Fill can store anything (false while the buffer is full of
   // frames nobody has taken).
   bool rx_room() const { return rx_end_ - rx_start_ < rx_.size(); }
@@ -106,6 +110,7 @@ class FrameStream {
   std::vector<uint8_t> rx_;
   size_t rx_start_ = 0;
   size_t rx_end_ = 0;
+  bool maybe_more_ = false;
 };
 
 }  // namespace flint::net

@@ -419,6 +419,7 @@ void prog_net_tcp();
 void prog_net_udp_stream();
 void prog_net_hostile();
 void prog_net_bench();
+void prog_net_filter();
 
 }  // namespace guest
 
@@ -466,6 +467,7 @@ extern "C" void guest_main() {
       {"net-udp-stream", prog_net_udp_stream},
       {"net-hostile", prog_net_hostile},
       {"net-bench", prog_net_bench},
+      {"net-filter", prog_net_filter},
   };
   for (const Entry& e : kPrograms) {
     if (str_eq(prog, len, e.name)) {

@@ -315,6 +315,7 @@ void deliver(const VnetHdr& h, const u8* frame, u32 len) {
   }
   if (!mac_eq(frame, g_nic.mac.b) && !mac_eq(frame, kBroadcastMac)) {
     ++k.rx_dropped;
+    ++k.rx_other_mac;
     return;
   }
   const u16 type = get16(frame + 12);

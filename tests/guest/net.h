@@ -116,7 +116,10 @@ u8* alloc(u64 bytes);
 u32 poll();
 
 struct Counters {
-  u64 rx_frames, rx_bytes, rx_dropped, rx_multi_buffer, rx_csum_partial, rx_csum_valid;
+  // rx_other_mac: frames for another unicast or multicast address, which a
+  // device filtering as asked would not have delivered (also in rx_dropped).
+  u64 rx_frames, rx_bytes, rx_dropped, rx_other_mac, rx_multi_buffer, rx_csum_partial,
+      rx_csum_valid;
   u64 tx_frames, tx_bytes, tx_raw_completed;
   u64 udp_rx, udp_bad_csum, tcp_rx, tcp_bad_csum, arp_replies_sent;
 };

@@ -15,6 +15,7 @@ using net::kSecond;
 constexpr u16 kEchoPort = 40000;
 constexpr u16 kStreamPort = 40001;
 constexpr u16 kBenchPort = 40002;
+constexpr u16 kFilterPort = 40003;
 
 // Stream datagrams: magic, sequence number, total length, FNV-1a of the
 // bytes after the 16-byte header, then pattern bytes (seq * 31 + i) & 0xff.
@@ -72,6 +73,8 @@ void print_counters() {
   print_dec(c.rx_frames);
   print(" rx_dropped=");
   print_dec(c.rx_dropped);
+  print(" rx_other_mac=");
+  print_dec(c.rx_other_mac);
   print(" rx_multi_buffer=");
   print_dec(c.rx_multi_buffer);
   print(" rx_csum_partial=");
@@ -168,15 +171,24 @@ void udp_echo(const char* who, u32 ip, u16 port, u32 len) {
   exit(0);
 }
 
-[[noreturn]] void prog_net_static_udp_impl() {
-  const u16 port = cmdline_port("net-static-udp");
+// Brings the NIC up with flint.ip (and flint.mask, default /24); returns
+// flint.peer.
+u32 net_up_static(u32* ip_out) {
   u32 ip, peer, mask = 0xffffff00u;
   if (!net::cmdline_ip("flint.ip", &ip) || !net::cmdline_ip("flint.peer", &peer)) {
-    fail("net-static-udp: needs flint.ip=A.B.C.D and flint.peer=A.B.C.D");
+    fail("net: this program needs flint.ip=A.B.C.D and flint.peer=A.B.C.D");
   }
   net::cmdline_ip("flint.mask", &mask);
   net_up();
   net::set_static(ip, mask, 0);
+  *ip_out = ip;
+  return peer;
+}
+
+[[noreturn]] void prog_net_static_udp_impl() {
+  const u16 port = cmdline_port("net-static-udp");
+  u32 ip;
+  const u32 peer = net_up_static(&ip);
   print("net: static ip=");
   net::print_ip(ip);
   print(" peer=");
@@ -556,6 +568,59 @@ void bench_rx_handler(u32, u16, u16, const u8*, u32) {
   exit(0);
 }
 
+// ---- net-filter ------------------------------------------------------------------------
+
+// Receive filtering as the driver sees it. Static address on a TAP (flint.ip,
+// flint.peer); unless flint.promisc=1 it turns promiscuous mode off through
+// the control queue. Then it sends "FLT?" to peer:flint.port every 0.5 s
+// until the host answers "END"; the host sends frames to a foreign MAC
+// first. The counters show what got through: the driver drops frames for
+// other addresses itself (rx_other_mac), so with the device filtering they
+// never reach it.
+bool g_filter_end;
+
+void filter_handler(u32, u16, u16, const u8* data, u32 len) {
+  if (len == 3 && mem_eq(data, "END", 3)) g_filter_end = true;
+}
+
+[[noreturn]] void prog_net_filter_impl() {
+  const u16 port = cmdline_port("net-filter");
+  u32 ip;
+  const u32 peer = net_up_static(&ip);
+  if (cmdline_u64("flint.promisc", 0) == 0) {
+    if (!(net::device().features & net::kFCtrlRx)) fail("net-filter: CTRL_RX not offered");
+    const u8 off = 0;
+    if (!net::ctrl_command(net::kCtrlRx, net::kCtrlRxPromisc, &off, 1)) {
+      fail("net-filter: control queue refused RX_PROMISC off");
+    }
+    print("net-filter: promisc=0\n");
+  } else {
+    print("net-filter: promisc=1\n");
+  }
+  arp_print("peer", peer);
+  // Frames delivered before the command took effect are still in the ring:
+  // let them pass first, then count from here.
+  for (const u64 t = rdtsc(); rdtsc() - t < kSecond / 5;) net::poll();
+  const u64 other_before = net::counters().rx_other_mac;
+  net::udp_bind(kFilterPort, filter_handler);
+  const u64 start = rdtsc();
+  u64 last_ask = 0;
+  while (!g_filter_end) {
+    net::poll();
+    const u64 now = rdtsc();
+    if (now - start > 10 * kSecond) fail("net-filter: no END from the host in 10 s");
+    if (last_ask == 0 || now - last_ask > kSecond / 2) {
+      net::udp_send(peer, kFilterPort, port, "FLT?", 4);
+      last_ask = now;
+    }
+  }
+  print("net-filter: end other_mac=");
+  print_dec(net::counters().rx_other_mac - other_before);
+  putc('\n');
+  print_counters();
+  exit(0);
+}
+
 }  // namespace
 
 void prog_net_dhcp_udp() { prog_net_dhcp_udp_impl(); }
@@ -564,5 +629,6 @@ void prog_net_tcp() { prog_net_tcp_impl(); }
 void prog_net_udp_stream() { prog_net_udp_stream_impl(); }
 void prog_net_hostile() { prog_net_hostile_impl(); }
 void prog_net_bench() { prog_net_bench_impl(); }
+void prog_net_filter() { prog_net_filter_impl(); }
 
 }  // namespace guest

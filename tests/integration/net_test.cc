@@ -129,7 +129,13 @@ bool InNetns(const std::string& netns_path, const std::function<bool()>& fn, std
 // with the stop message once RequestStop() was called.
 class UdpServer {
  public:
-  enum class Mode { kEcho, kStream, kSink };
+  // kFilterProbe: answers "FLT?" with kForeignFrames datagrams to
+  // kForeignIp (which the namespace maps to kForeignMac, an address no one
+  // has, so the bridge floods them to every port), then "END".
+  enum class Mode { kEcho, kStream, kSink, kFilterProbe };
+  static constexpr const char* kForeignIp = "10.0.0.3";
+  static constexpr const char* kForeignMac = "02:00:00:00:00:99";
+  static constexpr int kForeignFrames = 8;
 
   explicit UdpServer(Mode mode, const std::string& addr = "127.0.0.1",
                      const std::string& netns_path = "")
@@ -217,6 +223,19 @@ class UdpServer {
         }
         case Mode::kSink:
           break;
+        case Mode::kFilterProbe: {
+          if (n != 4 || std::memcmp(buf.data(), "FLT?", 4) != 0) break;
+          sockaddr_in foreign{};
+          foreign.sin_family = AF_INET;
+          foreign.sin_port = htons(9);
+          inet_pton(AF_INET, kForeignIp, &foreign.sin_addr);
+          for (int i = 0; i < kForeignFrames; ++i) {
+            sendto(fd_.get(), "FOREIGN", 7, 0, reinterpret_cast<sockaddr*>(&foreign),
+                   sizeof(foreign));
+          }
+          reply("END", 3);
+          break;
+        }
       }
     }
   }
@@ -742,6 +761,11 @@ class TapLab {
   bool ok() const { return ok_; }
   const std::string& error() const { return error_; }
   const std::string& tap() const { return tap_; }
+  // A permanent neighbour entry in the namespace: frames to `ip` go to `mac`.
+  bool AddNeighbour(const std::string& ip, const std::string& mac) {
+    return Ip({"-n", ns_, "neigh", "replace", ip, "lladdr", mac, "dev", peer_, "nud",
+               "permanent"});
+  }
   std::string netns_path() const { return "/var/run/netns/" + ns_; }
 
  private:
@@ -798,6 +822,49 @@ TEST_P(NetTapTest, StaticUdpEchoThroughTapBridgeAndVeth) {
     EXPECT_TRUE(Has(r.out, "net: static udp ok\n")) << r.out;
   }
   EXPECT_GE(server.received(), 4u);
+}
+
+// The value of `key=N` in `text` (the guest's counters, flint's --stats), or -1.
+int64_t CounterIn(const std::string& text, const std::string& key) {
+  const size_t at = text.find(" " + key + "=");
+  if (at == std::string::npos) return -1;
+  return std::strtoll(text.c_str() + at + key.size() + 2, nullptr, 10);
+}
+
+// Receive filtering end to end: a bridge floods frames for an address no one
+// has to the guest's TAP. With promiscuous mode off (control queue) the
+// device drops them, so the driver never sees a frame for another address;
+// with it on (the reset state) they reach the driver, which drops them
+// itself. QEMU runs the same guest: both devices must agree.
+TEST_P(NetTapTest, ReceiveFilterKeepsOtherAddressesFromTheDriver) {
+  TapLab lab;
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  ASSERT_TRUE(lab.AddNeighbour(UdpServer::kForeignIp, UdpServer::kForeignMac)) << lab.error();
+  UdpServer server(UdpServer::Mode::kFilterProbe, "10.0.0.1", lab.netns_path());
+  ASSERT_TRUE(server.ok()) << server.error();
+  for (const int promisc : {0, 1}) {
+    NetRun run{.guest_args = "flint.prog=net-filter flint.ip=10.0.0.2 flint.peer=10.0.0.1 "
+                             "flint.port=" + std::to_string(server.port()) +
+                             " flint.promisc=" + std::to_string(promisc),
+               .tap = lab.tap()};
+    if (!GetParam().qemu) run.flint_extra = {"--stats"};
+    ProcessResult r = RunGuest(GetParam(), run);
+    ASSERT_EQ(r.exit_status, 1) << "promisc=" << promisc << "\n" << Describe(r);
+    ASSERT_TRUE(Has(r.out, "net-filter: end ")) << r.out;
+    // "net-filter: end other_mac=N": frames for other addresses that
+    // reached the driver after the command.
+    const int64_t seen_by_driver = CounterIn(r.out, "other_mac");
+    ASSERT_GE(seen_by_driver, 0) << r.out;
+    if (promisc == 0) {
+      EXPECT_EQ(seen_by_driver, 0) << r.out;
+      if (!GetParam().qemu) {
+        EXPECT_GE(CounterIn(r.out + r.err, "drop_filtered"), UdpServer::kForeignFrames)
+            << r.out << r.err;
+      }
+    } else {
+      EXPECT_GE(seen_by_driver, UdpServer::kForeignFrames) << r.out;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, NetTapTest, ::testing::ValuesIn(kBackends),

@@ -264,6 +264,13 @@ std::vector<uint8_t> Frame(size_t len, uint8_t tag) {
   return f;
 }
 
+// Frame() sent to `dst` instead of the NIC's address.
+std::vector<uint8_t> FrameTo(const std::array<uint8_t, 6>& dst, size_t len, uint8_t tag) {
+  std::vector<uint8_t> f = Frame(len, tag);
+  std::memcpy(f.data(), dst.data(), 6);
+  return f;
+}
+
 std::vector<uint8_t> Hdr(uint8_t flags = 0, uint8_t gso = 0, uint16_t csum_start = 0,
                          uint16_t csum_offset = 0, uint16_t num_buffers = 0) {
   std::vector<uint8_t> h(kNetHdrSize, 0);
@@ -586,7 +593,7 @@ TEST_F(VirtioNetTest, IdentityFeaturesAndConfigSpace) {
   EXPECT_EQ(net_->num_queues(), 3);
   const uint64_t want = kNetFeatureCsum | kNetFeatureGuestCsum | kNetFeatureMtu | kNetFeatureMac |
                         kNetFeatureMrgRxbuf | kNetFeatureStatus | kNetFeatureCtrlVq |
-                        kNetFeatureCtrlRx | kNetFeatureCtrlMacAddr;
+                        kNetFeatureCtrlRx | kNetFeatureCtrlRxExtra | kNetFeatureCtrlMacAddr;
   EXPECT_EQ(net_->features(), want);  // no MQ with one pair, no GSO of any kind
   const std::vector<uint8_t> c = ConfigBytes();
   EXPECT_EQ(std::vector<uint8_t>(c.begin(), c.begin() + 6),
@@ -956,7 +963,7 @@ TEST_F(VirtioNetTest, ControlQueueCommands) {
   table.insert(table.end(), {2, 0, 0, 0});
   for (int i = 0; i < 2; ++i) table.insert(table.end(), {0x01, 0, 0x5e, 0, 0, uint8_t(i)});
   EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacTableSet, table, true), kNetCtrlOk);
-  EXPECT_TRUE(StatsHas("mac_table=3")) << Stats();
+  EXPECT_TRUE(StatsHas("mac_table=1/2")) << Stats();
   std::vector<uint8_t> lying = table;
   lying[0] = 9;  // more entries than bytes
   EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacTableSet, lying), kNetCtrlErr);
@@ -975,6 +982,87 @@ TEST_F(VirtioNetTest, ControlQueueCommands) {
   c = ConfigBytes();
   EXPECT_EQ(std::vector<uint8_t>(c.begin(), c.begin() + 6),
             std::vector<uint8_t>(kMac.begin(), kMac.end()));
+}
+
+TEST_F(VirtioNetTest, RxFilterDeliversOnlyWhatTheDriverAskedFor) {
+  MakeDevice();
+  Activate();
+  const std::array<uint8_t, 6> other = {0x52, 0x54, 0, 0xaa, 0xbb, 0xcc};
+  const std::array<uint8_t, 6> bcast = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  const std::array<uint8_t, 6> group = {0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb};
+  uint16_t used = 0;
+  std::vector<RxChain> chains;  // a filtered frame leaves its chain for the next one
+  // Queues `frames`, lets the device serve them, returns the tags delivered.
+  auto deliver = [&](const std::vector<std::vector<uint8_t>>& frames) {
+    for (size_t i = 0; i < frames.size(); ++i) chains.push_back(AddRx({2048}));
+    for (const auto& f : frames) a_->Queue(0, f);
+    RxReady(a_);
+    EXPECT_TRUE(WaitFor([&] { return a_->Inbound(0) == 0; }));
+    loop_->RunSync([] {});  // the last frame taken is delivered (or dropped) by now
+    std::vector<uint8_t> tags;
+    for (uint16_t i = used; i < UsedIdx(R(0)); ++i) {
+      const auto [head, len] = Used(R(0), i);
+      for (const RxChain& c : chains) {
+        if (c.head == head) tags.push_back(ChainBytes(c, len)[12 + 14]);
+      }
+    }
+    used = UsedIdx(R(0));
+    return tags;
+  };
+  using Tags = std::vector<uint8_t>;
+
+  // Reset state: promiscuous, so a driver that never configures gets everything.
+  EXPECT_EQ(deliver({FrameTo(other, 60, 1), FrameTo(group, 60, 2)}), (Tags{1, 2}));
+  EXPECT_TRUE(StatsHas("drop_filtered=0")) << Stats();
+
+  EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxPromisc, {0}), kNetCtrlOk);
+  EXPECT_EQ(deliver({FrameTo(other, 60, 3), FrameTo(kMac, 60, 4), FrameTo(bcast, 60, 5),
+                     FrameTo(group, 60, 6)}),
+            (Tags{4, 5}));
+  EXPECT_TRUE(StatsHas("drop_filtered=2")) << Stats();
+
+  // The MAC table admits one more unicast and one group address.
+  std::vector<uint8_t> table = {1, 0, 0, 0};
+  table.insert(table.end(), other.begin(), other.end());
+  table.insert(table.end(), {1, 0, 0, 0});
+  table.insert(table.end(), group.begin(), group.end());
+  EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacTableSet, table), kNetCtrlOk);
+  EXPECT_EQ(deliver({FrameTo(other, 60, 7), FrameTo(group, 60, 8)}), (Tags{7, 8}));
+  EXPECT_TRUE(StatsHas("mac_table=1/1")) << Stats();
+
+  // NOBCAST and NOUNI (CTRL_RX_EXTRA); a new own address through MAC_ADDR_SET.
+  EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxNobcast, {1}), kNetCtrlOk);
+  EXPECT_EQ(deliver({FrameTo(bcast, 60, 9), FrameTo(kMac, 60, 10)}), (Tags{10}));
+  EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxNouni, {1}), kNetCtrlOk);
+  EXPECT_EQ(deliver({FrameTo(kMac, 60, 11), FrameTo(group, 60, 12)}), (Tags{12}));
+  EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxNouni, {0}), kNetCtrlOk);
+  const std::array<uint8_t, 6> moved = {0x02, 0x11, 0x22, 0x33, 0x44, 0x55};
+  EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacAddrSet, {moved.begin(), moved.end()}), kNetCtrlOk);
+  EXPECT_EQ(deliver({FrameTo(moved, 60, 13), FrameTo(kMac, 60, 14)}), (Tags{13}));
+  EXPECT_TRUE(StatsHas("drop_filtered=5")) << Stats();
+  EXPECT_TRUE(StatsHas("rx_mode=nobcast mac_table=1/1")) << Stats();
+
+  // A device reset forgets it all: promiscuous again.
+  DeviceReset();
+  EXPECT_TRUE(StatsHas("rx_mode=promisc mac_table=0/0")) << Stats();
+}
+
+TEST_F(VirtioNetTest, RxModeCommandsNeedTheirFeatures) {
+  MakeDevice();
+  // CTRL_RX without CTRL_RX_EXTRA: PROMISC and ALLMULTI only.
+  Activate(net_->features() & ~kNetFeatureCtrlRxExtra);
+  EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxPromisc, {0}), kNetCtrlOk);
+  EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxAllmulti, {1}), kNetCtrlOk);
+  for (uint8_t cmd : {kNetCtrlRxAlluni, kNetCtrlRxNomulti, kNetCtrlRxNouni, kNetCtrlRxNobcast}) {
+    EXPECT_EQ(Ctrl(kNetCtrlClassRx, cmd, {1}), kNetCtrlErr) << int{cmd};
+  }
+  EXPECT_TRUE(StatsHas("rx_mode=allmulti ")) << Stats();
+  // Neither: no RX mode, no MAC table, and the device stays promiscuous.
+  DeviceReset();
+  Activate(net_->features() & ~(kNetFeatureCtrlRx | kNetFeatureCtrlRxExtra));
+  EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxPromisc, {0}), kNetCtrlErr);
+  EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacTableSet, {0, 0, 0, 0, 0, 0, 0, 0}), kNetCtrlErr);
+  EXPECT_TRUE(StatsHas("rx_mode=promisc ")) << Stats();
 }
 
 TEST_F(VirtioNetTest, MultiqueuePairsSetAndTxQueueMapping) {
