@@ -11,8 +11,11 @@ virtio-net-pci on -netdev stream to a passt this script starts) and reports:
       tx: the host sink's count over the time from its first to its last
           datagram (start-up is outside that window);
       rx: (N2 - N1) / (wall(N2) - wall(N1)) over two runs, each timed from
-          the guest's "net-bench: ready" line to its exit, so start-up and
-          shut-down cancel;
+          the guest's "net-bench: ready" line to its RESULT line, so start-up
+          cancels; the flood is BUILD/bench/udp_flood (64 datagrams per
+          sendmmsg);
+  - rx: host CPU time per datagram of the VMM's threads other than the
+    vCPU, and of passt (/proc, the same two-run difference);
   - guest TSC cycles per packet (printed by the guest);
   - tx loss (datagrams the guest sent that the host never saw);
   - with --callgrind, userspace instructions per packet of the VMM process
@@ -23,7 +26,14 @@ bridged to a veth pair whose peer sits in a network namespace with the
 host-side sink or flood (QEMU uses its own tap backend with vnet_hdr).
 
 Usage: bench/net_udp.py [--build build] [--packets 20000] [--callgrind]
-                        [--tap] [--flint PATH] [--guest PATH]
+                        [--tap] [--flint PATH] [--guest PATH] [--modes tx,rx]
+                        [--sizes 64,1400] [--vmms flint,qemu] [--repeat N]
+                        [--rx-rates 150000,0] [--pin]
+With --repeat N each case runs N times, the VMMs alternating run by run;
+the table shows medians and the range of the per-pair ratios. With --pin the
+rx flood runs on the last CPU and the VMM and passt on the others.
+NET_UDP_WRAP="strace -c -f -o FILE" (or another tool) runs each VMM under
+that command, for profiling; it is ignored with --callgrind.
 Needs /dev/kvm and passt; prints why and exits 2 without them. The numbers
 are for comparing the two VMMs in one run on one machine, never absolute.
 """
@@ -46,6 +56,9 @@ QEMU_ECAM = "0xe0000000"  # QEMU 7.2 microvm has ECAM there but no MCFG table
 GUEST_IP, PEER_IP = "10.0.0.2", "10.0.0.1"
 
 FLINT = None  # set from --flint / --build
+FLOOD = None  # BUILD/bench/udp_flood
+PIN = False  # --pin
+RX_RATE = 0  # the rx case being measured (--rx-rates); 0: no pacing
 GUEST = None
 
 
@@ -93,26 +106,22 @@ class Sink:
 
 
 class Flood:
-    """Sends `size`-byte datagrams to addr as fast as it can until stopped."""
+    """Floods addr with `size`-byte datagrams until stopped: BUILD/bench/udp_flood
+    (64 per sendmmsg), inside network namespace `netns` and bound to `bind`
+    when given."""
 
-    def __init__(self, sock, addr, size):
-        self.sock, self.addr, self.payload = sock, addr, bytes(size)
-        self.quit = False
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self):
-        send, payload, addr = self.sock.sendto, self.payload, self.addr
-        while not self.quit:
-            for _ in range(64):
-                try:
-                    send(payload, addr)
-                except OSError:  # ECONNREFUSED before passt binds, ENOBUFS under load
-                    pass
+    def __init__(self, addr, size, netns=None, bind=None):
+        cmd = [FLOOD, "--rate", str(RX_RATE)]
+        if netns:
+            cmd += ["--netns", f"/var/run/netns/{netns}"]
+        if bind:
+            cmd += ["--bind", bind]
+        self.proc = subprocess.Popen(cmd + [addr[0], str(addr[1]), str(size)],
+                                     stdout=subprocess.DEVNULL)
 
     def stop(self):
-        self.quit = True
-        self.thread.join()
+        self.proc.terminate()
+        self.proc.wait()
 
 
 def setns(fd):
@@ -264,8 +273,32 @@ def cpu_snapshot(pid, passt_pid=None):
     return {"io": io, "passt": passt}
 
 
+def pin(vmm_pid, passt_pid, flood_pid):
+    """--pin: the flood on the last CPU, the VMM's threads and passt on the
+    others, so the traffic source never shares a CPU with the path it feeds
+    (on a node the sender is another machine)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    rest = set(cpus[:-1])
+    pids = [passt_pid] if passt_pid else []
+    try:
+        for tid in os.listdir(f"/proc/{vmm_pid}/task"):
+            pids.append(int(tid))
+            with open(f"/proc/{vmm_pid}/task/{tid}/children") as f:
+                pids += [int(c) for c in f.read().split()]  # flint's passt
+    except OSError:
+        pass
+    for pid in pids:
+        try:
+            os.sched_setaffinity(pid, rest)
+        except OSError:
+            pass
+    os.sched_setaffinity(flood_pid, {cpus[-1]})
+
+
 def run_once(vmm, mode, size, packets, env, callgrind=False):
-    """One guest run. env: port, fwd_port, tap, flood_target, flood_sock."""
+    """One guest run. env: port, fwd_port, tap, flood_target, flood_netns, flood_bind."""
     passt = None
     if vmm == "qemu" and not env["tap"]:
         passt = Passt(["-u", str(env["fwd_port"])] if mode == "rx" else [])
@@ -277,7 +310,7 @@ def run_once(vmm, mode, size, packets, env, callgrind=False):
     elif os.environ.get("NET_UDP_WRAP"):  # e.g. "strace -c -f -o /tmp/s": a profiler around the VMM
         cmd = os.environ["NET_UDP_WRAP"].split() + cmd
     flood = None
-    t_ready = None
+    t_ready = t_result = None
     cpu = None
     try:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -291,10 +324,17 @@ def run_once(vmm, mode, size, packets, env, callgrind=False):
             if "net-bench: ready" in line and t_ready is None:
                 t_ready = time.monotonic()
                 if mode == "rx":
-                    flood = Flood(env["flood_sock"], env["flood_target"], size)
-            if line.startswith("RESULT") and not callgrind:
-                # The guest is done; the VMM and passt are still there.
-                cpu = cpu_snapshot(p.pid, passt.proc.pid if passt else None)
+                    flood = Flood(env["flood_target"], size, env["flood_netns"],
+                                  env["flood_bind"])
+                    if PIN and not callgrind:
+                        pin(p.pid, passt.proc.pid if passt else None, flood.proc.pid)
+            if line.startswith("RESULT"):
+                # The guest is done: the time excludes the VMM's exit (which
+                # for flint includes stopping passt; QEMU's passt is stopped
+                # by this script afterwards).
+                t_result = time.monotonic()
+                if not callgrind:  # the VMM and passt are still there
+                    cpu = cpu_snapshot(p.pid, passt.proc.pid if passt else None)
         p.wait(timeout=600)
         t_end = time.monotonic()
         err_thread.join()
@@ -315,7 +355,7 @@ def run_once(vmm, mode, size, packets, env, callgrind=False):
     return {
         "ok": ok,
         "packets": n,
-        "wall": t_end - t_ready if t_ready else None,
+        "wall": (t_result or t_end) - t_ready if t_ready else None,
         "cycles_per_packet": int(m.group(2)) / n if m and n else None,
         "ir": int(ir.group(1)) if ir else None,
         "cpu": cpu,
@@ -365,6 +405,11 @@ def main():
     ap.add_argument("--modes", default="tx,rx", help="directions: tx (guest->host), rx, or both")
     ap.add_argument("--sizes", default=",".join(str(s) for s in SIZES),
                     help="payload sizes in bytes, comma-separated")
+    ap.add_argument("--rx-rates", default="150000,0",
+                    help="datagrams/s the host offers in rx runs, comma-separated; "
+                         "0: as fast as it can")
+    ap.add_argument("--pin", action="store_true",
+                    help="rx: the flood on the last CPU, the VMM and passt on the others")
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per case and VMM, alternating; medians are printed")
     ap.add_argument("--vmms", default="flint,qemu", help="VMMs to measure (QEMU when installed)")
@@ -374,9 +419,22 @@ def main():
     if any(m not in ("tx", "rx") for m in modes) or any(not 16 <= s <= 1472 for s in sizes):
         print("net_udp: --modes takes tx,rx and --sizes 16..1472")
         return 2
-    global FLINT, GUEST
+    try:
+        rx_rates = [int(r) for r in args.rx_rates.split(",") if r]
+    except ValueError:
+        rx_rates = []
+    if not rx_rates or any(r < 0 for r in rx_rates):
+        print("net_udp: --rx-rates takes datagrams/s >= 0, comma-separated")
+        return 2
+    global FLINT, GUEST, FLOOD, RX_RATE, PIN
     FLINT = args.flint or os.path.join(args.build, "vmm/flint")
     GUEST = args.guest or os.path.join(args.build, "tests/guest/flint-guest.elf")
+    FLOOD = os.path.join(args.build, "bench/udp_flood")
+    PIN = args.pin
+    rx_rates = [int(r) for r in args.rx_rates.split(",") if r]
+    if not os.access(FLOOD, os.X_OK):
+        print(f"net_udp: {FLOOD} missing (build the project first)")
+        return 2
     try:
         os.close(os.open("/dev/kvm", os.O_RDWR))
     except OSError as e:
@@ -402,8 +460,7 @@ def main():
         fwd = free_udp_port()
         backends.append(("passt", {"port": port, "fwd_port": fwd, "tap": None, "sink": sink,
                                    "flood_target": ("127.0.0.1", fwd),
-                                   "flood_sock": socket.socket(socket.AF_INET,
-                                                               socket.SOCK_DGRAM)}))
+                                   "flood_netns": None, "flood_bind": None}))
         if args.tap:
             if os.geteuid() != 0 or not os.access("/dev/net/tun", os.R_OK | os.W_OK):
                 print("net_udp: --tap needs root and /dev/net/tun; measuring passt only")
@@ -413,18 +470,22 @@ def main():
                 tport = tap_sink.sock.getsockname()[1]
                 backends.append(("tap", {"port": tport, "fwd_port": tport, "tap": lab.tap,
                                          "sink": tap_sink, "flood_target": (GUEST_IP, tport),
-                                         "flood_sock": udp_socket((PEER_IP, 0), lab.ns)}))
+                                         "flood_netns": lab.ns, "flood_bind": PEER_IP}))
         for backend, env in backends:
-            for mode in modes:
-                for size in sizes:
-                    row = {"case": f"{backend} {mode} {size}B", "size": size}
+            for mode, size, rate in [(m, z, r) for m in modes for z in sizes
+                                     for r in (rx_rates if m == "rx" else [None])]:
+                    RX_RATE = rate or 0
+                    offered = "" if rate is None else f" @{rate // 1000}k" if rate else " @max"
+                    row = {"case": f"{backend} {mode} {size}B{offered}", "size": size}
                     # VMMs alternate run by run, so a slow spell of the
-                    # machine hits both; each column is the median.
+                    # machine hits both; each column is the median. Callgrind
+                    # (deterministic) once per case: the first offered rate.
+                    cg = args.callgrind and rate in (None, rx_rates[0])
                     runs = {vmm: [] for vmm in vmms}
                     for i in range(args.repeat):
                         for vmm in vmms:
                             runs[vmm].append(measure(vmm, mode, size, args.packets, env,
-                                                     args.callgrind and i == 0))
+                                                     cg and i == 0))
                     for vmm in vmms:
                         for k in ("pps", "loss", "cyc", "ir", "io_us", "passt_us"):
                             vals = [r[k] for r in runs[vmm] if r.get(k) is not None]
@@ -438,7 +499,6 @@ def main():
     finally:
         for _, env in backends:
             env["sink"].close()
-            env["flood_sock"].close()
         if lab:
             lab.cleanup()
 
