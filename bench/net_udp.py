@@ -31,7 +31,9 @@ Usage: bench/net_udp.py [--build build] [--packets 20000] [--callgrind]
                         [--rx-rates 150000,0] [--pin]
 With --repeat N each case runs N times, the VMMs alternating run by run;
 the table shows medians and the range of the per-pair ratios. With --pin the
-rx flood runs on the last CPU and the VMM and passt on the others.
+rx flood runs on the last CPU and the VMM's threads (as they are when the
+guest is ready) and passt on the others: on a 2-CPU host that is one CPU for
+the guest's polling vCPU, the VMM's I/O thread and passt together.
 NET_UDP_WRAP="strace -c -f -o FILE" (or another tool) runs each VMM under
 that command, for profiling; it is ignored with --callgrind.
 Needs /dev/kvm and passt; prints why and exits 2 without them. The numbers
@@ -235,17 +237,17 @@ def vmm_cmd(vmm, args, tap, fwd_port, passt_sock):
             "-device", f"virtio-net-pci,netdev=n0,disable-legacy=on,romfile=,mac={MAC}"]
 
 
-TICK = os.sysconf("SC_CLK_TCK")
 VCPU_THREAD = re.compile(r"^(flint-vcpu\d+|CPU \d+/KVM)$")
 
 
 def cpu_seconds(pid, tid=None):
-    """utime + stime of a process (or one of its threads), in seconds; 0 once it is gone."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    """Time on a CPU of a process's main thread (or one of its threads), in
+    seconds, from schedstat (nanoseconds; utime/stime tick at 10 ms); 0 once
+    it is gone."""
+    path = f"/proc/{pid}/schedstat" if tid is None else f"/proc/{pid}/task/{tid}/schedstat"
     try:
         with open(path) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+            return int(f.read().split()[0]) / 1e9
     except (OSError, IndexError, ValueError):
         return 0.0
 
@@ -269,6 +271,7 @@ def cpu_snapshot(pid, passt_pid=None):
             continue
         if not VCPU_THREAD.match(name):
             io += cpu_seconds(pid, tid)
+    # passt is single-threaded: its main thread is all of it.
     passt = sum(cpu_seconds(c) for c in children) + (cpu_seconds(passt_pid) if passt_pid else 0)
     return {"io": io, "passt": passt}
 
@@ -294,7 +297,10 @@ def pin(vmm_pid, passt_pid, flood_pid):
             os.sched_setaffinity(pid, rest)
         except OSError:
             pass
-    os.sched_setaffinity(flood_pid, {cpus[-1]})
+    try:
+        os.sched_setaffinity(flood_pid, {cpus[-1]})
+    except OSError:  # the flood already exited (bad address, no netns): the run fails anyway
+        pass
 
 
 def run_once(vmm, mode, size, packets, env, callgrind=False):
@@ -309,7 +315,10 @@ def run_once(vmm, mode, size, packets, env, callgrind=False):
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"] + cmd
     elif os.environ.get("NET_UDP_WRAP"):  # e.g. "strace -c -f -o /tmp/s": a profiler around the VMM
         cmd = os.environ["NET_UDP_WRAP"].split() + cmd
+    # Under a wrapper the process is the wrapper: no CPU accounting, no pinning.
+    direct = not callgrind and not os.environ.get("NET_UDP_WRAP")
     flood = None
+    p = None
     t_ready = t_result = None
     cpu = None
     try:
@@ -326,14 +335,14 @@ def run_once(vmm, mode, size, packets, env, callgrind=False):
                 if mode == "rx":
                     flood = Flood(env["flood_target"], size, env["flood_netns"],
                                   env["flood_bind"])
-                    if PIN and not callgrind:
+                    if PIN and direct:
                         pin(p.pid, passt.proc.pid if passt else None, flood.proc.pid)
             if line.startswith("RESULT"):
                 # The guest is done: the time excludes the VMM's exit (which
                 # for flint includes stopping passt; QEMU's passt is stopped
                 # by this script afterwards).
                 t_result = time.monotonic()
-                if not callgrind:  # the VMM and passt are still there
+                if direct:  # the VMM and passt are still there
                     cpu = cpu_snapshot(p.pid, passt.proc.pid if passt else None)
         p.wait(timeout=600)
         t_end = time.monotonic()
@@ -341,6 +350,9 @@ def run_once(vmm, mode, size, packets, env, callgrind=False):
     finally:
         if flood:
             flood.stop()
+        if p is not None and p.poll() is None:  # this script failed or timed out
+            p.kill()
+            p.wait()
         if passt:
             passt.close()
     stdout, stderr = "".join(out), "".join(err)
@@ -446,8 +458,11 @@ def main():
     if args.callgrind and shutil.which("valgrind") is None:
         print("net_udp: --callgrind needs valgrind")
         return 2
-    vmms = [v for v in args.vmms.split(",")
-            if v == "flint" or (v == "qemu" and shutil.which("qemu-system-x86_64"))]
+    wanted = [v for v in args.vmms.split(",") if v]
+    if not wanted or any(v not in ("flint", "qemu") for v in wanted):
+        print("net_udp: --vmms takes flint, qemu or both")
+        return 2
+    vmms = [v for v in wanted if v == "flint" or shutil.which("qemu-system-x86_64")]
 
     # Backends: passt always; TAP when asked. Each has a sink for tx and a
     # flood target for rx.
@@ -527,8 +542,8 @@ def main():
           "ratio of the alternating run pairs); Gb/s = payload only; cyc = guest TSC cycles per "
           "datagram; loss = tx datagrams the host never saw; Ir = VMM userspace instructions "
           "per datagram (callgrind, passt excluded); io us / passt us (rx) = host CPU time "
-          "(user + system, /proc) per datagram of the VMM's threads other than the vCPU, and of "
-          "passt, two-run difference")
+          "(schedstat) per datagram of the VMM's threads other than the vCPU, and of passt, "
+          "two-run difference")
     return 0
 
 

@@ -47,8 +47,9 @@ int main(int argc, char** argv) {
     if ((a == "--netns" || a == "--bind") && i + 1 < argc) {
       (a == "--netns" ? netns : bind_ip) = argv[++i];
     } else if (a == "--rate" && i + 1 < argc) {
-      rate = std::atoll(argv[++i]);
-      if (rate < 0) return Usage();
+      char* end = nullptr;
+      rate = std::strtoll(argv[++i], &end, 10);
+      if (end == argv[i] || *end != '\0' || rate < 0) return Usage();
     } else {
       pos.push_back(a);
     }
@@ -105,6 +106,13 @@ int main(int argc, char** argv) {
       next.tv_nsec += period_ns;
       next.tv_sec += next.tv_nsec / 1000000000;
       next.tv_nsec %= 1000000000;
+      // Fell behind by more than a batch (descheduled): start again from
+      // now rather than send the missed batches back to back.
+      timespec now{};
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      const long long late =
+          (now.tv_sec - next.tv_sec) * 1000000000LL + (now.tv_nsec - next.tv_nsec);
+      if (late > period_ns) next = now;
       clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, nullptr);
     }
     const int n = sendmmsg(s, msgs.data(), kBatch, 0);

@@ -1018,10 +1018,11 @@ uint8_t VirtioNet::CtrlCommand(uint8_t cls, uint8_t cmd, std::span<const Segment
           CopyFromSegments(segs, kData + at, &n, 4);
           at += 4;
           if (n > (len - at) / 6) return kNetCtrlErr;
+          // One copy per table: a table spread over thousands of tiny
+          // descriptors is walked once, not once per address.
+          static_assert(sizeof(MacAddress) == 6);
           table.resize(std::min<uint64_t>(n, NetRxFilter::kMaxEntries + 1));
-          for (size_t i = 0; i < table.size(); ++i) {
-            CopyFromSegments(segs, kData + at + 6 * i, table[i].data(), 6);
-          }
+          CopyFromSegments(segs, kData + at, table.data(), 6 * table.size());
           at += 6ull * n;
         }
         if (at != len) return kNetCtrlErr;
@@ -1030,10 +1031,12 @@ uint8_t VirtioNet::CtrlCommand(uint8_t cls, uint8_t cmd, std::span<const Segment
         return kNetCtrlOk;
       }
       if (cmd == kNetCtrlMacAddrSet) {
-        if (len != 6) return kNetCtrlErr;
+        if (len != 6 || !(driver_features_ & kNetFeatureCtrlMacAddr)) return kNetCtrlErr;
         std::array<uint8_t, 6> mac;
         CopyFromSegments(segs, kData, mac.data(), 6);
-        if (mac[0] & 1) return kNetCtrlErr;  // a NIC's own address is unicast
+        // A NIC's own address is unicast and not all-zero (it decides which
+        // unicast frames pass the filter).
+        if ((mac[0] & 1) || mac == std::array<uint8_t, 6>{}) return kNetCtrlErr;
         rx_filter_.set_own_mac(mac);
         absl::MutexLock l(&config_mu_);
         mac_ = mac;

@@ -63,7 +63,9 @@ std::string NetRxFilter::ModeString(uint8_t modes) {
 }
 
 std::string NetRxFilter::TableString(uint32_t unicast_entries, uint32_t multicast_entries) {
-  auto one = [](uint32_t n) { return n == kOverflowed ? std::string("overflow") : absl::StrCat(n); };
+  auto one = [](uint32_t n) {
+    return n == kOverflowed ? std::string("overflow") : absl::StrCat(n);
+  };
   return absl::StrCat(one(unicast_entries), "/", one(multicast_entries));
 }
 

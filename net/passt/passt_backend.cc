@@ -132,13 +132,14 @@ absl::Status PasstBackend::Launch() {
     return absl::InternalError(absl::StrFormat("fcntl(O_NONBLOCK) failed: %s", strerror(errno)));
   }
   // passt's end gets the send buffer passt gives a socket it accepts itself
-  // (as with QEMU's -netdev stream). With the default (net.core.wmem_default,
-  // ~208 KiB) passt's writes fail with EAGAIN under a flood and it drops
-  // frames: host->guest throughput rose 1.6-1.8x with this (bench/README.md).
-  // The kernel caps the request at net.core.wmem_max without failing; the
-  // memory is used only while flint lags. Our end keeps the default: a larger
-  // one only moves the loss from the guest's TX ring (back-pressure) to the
-  // host's receiving socket.
+  // (QEMU's -netdev stream case): with the default (net.core.wmem_default,
+  // ~208 KiB) passt's writes met EAGAIN under a flood. The kernel caps the
+  // request at net.core.wmem_max (doubled; ~416 KiB with the stock 212992)
+  // without failing, and the memory is used only while flint lags. No
+  // throughput change beyond the run-to-run spread was measured
+  // (bench/README.md): this keeps flint's passt set up like QEMU's. Our end
+  // keeps the default: a larger one only moves the loss from the guest's TX
+  // ring (back-pressure) to the host's receiving socket.
   if (setsockopt(theirs.get(), SOL_SOCKET, SO_SNDBUF, &kStreamSendBuffer,
                  sizeof(kStreamSendBuffer)) != 0) {
     return absl::InternalError(

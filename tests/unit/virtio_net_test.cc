@@ -948,6 +948,7 @@ TEST_F(VirtioNetTest, ControlQueueCommands) {
   EXPECT_EQ(std::vector<uint8_t>(c.begin(), c.begin() + 6), mac);
   EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacAddrSet, {1, 2, 3, 4, 5}), kNetCtrlErr);
   EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacAddrSet, {0x01, 0, 0x5e, 0, 0, 1}), kNetCtrlErr);
+  EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacAddrSet, {0, 0, 0, 0, 0, 0}), kNetCtrlErr);
 
   EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxPromisc, {1}), kNetCtrlOk);
   EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxAllmulti, {1}), kNetCtrlOk);
@@ -1042,9 +1043,23 @@ TEST_F(VirtioNetTest, RxFilterDeliversOnlyWhatTheDriverAskedFor) {
   EXPECT_TRUE(StatsHas("drop_filtered=5")) << Stats();
   EXPECT_TRUE(StatsHas("rx_mode=nobcast mac_table=1/1")) << Stats();
 
-  // A device reset forgets it all: promiscuous again.
+  // A table longer than the filter keeps, its addresses split across
+  // descriptors (Ctrl's split: one byte, then the rest): every group
+  // address passes, unicast still by address.
+  std::vector<uint8_t> big = {0, 0, 0, 0, 70, 0, 0, 0};
+  for (int i = 0; i < 70; ++i) big.insert(big.end(), {0x01, 0, 0x5e, 0, 1, uint8_t(i)});
+  EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacTableSet, big, /*split=*/true), kNetCtrlOk);
+  EXPECT_TRUE(StatsHas("mac_table=0/overflow")) << Stats();
+  EXPECT_EQ(deliver({FrameTo(group, 60, 15), FrameTo(other, 60, 16)}), (Tags{15}));
+
+  // A device reset forgets it all: promiscuous again, and the next driver
+  // gets frames for any address until it says otherwise.
   DeviceReset();
   EXPECT_TRUE(StatsHas("rx_mode=promisc mac_table=0/0")) << Stats();
+  Activate();
+  used = 0;
+  chains.clear();
+  EXPECT_EQ(deliver({FrameTo(other, 60, 17), FrameTo(kMac, 60, 18)}), (Tags{17, 18}));
 }
 
 TEST_F(VirtioNetTest, RxModeCommandsNeedTheirFeatures) {
@@ -1063,6 +1078,10 @@ TEST_F(VirtioNetTest, RxModeCommandsNeedTheirFeatures) {
   EXPECT_EQ(Ctrl(kNetCtrlClassRx, kNetCtrlRxPromisc, {0}), kNetCtrlErr);
   EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacTableSet, {0, 0, 0, 0, 0, 0, 0, 0}), kNetCtrlErr);
   EXPECT_TRUE(StatsHas("rx_mode=promisc ")) << Stats();
+  // MAC_ADDR_SET needs CTRL_MAC_ADDR.
+  DeviceReset();
+  Activate(net_->features() & ~kNetFeatureCtrlMacAddr);
+  EXPECT_EQ(Ctrl(kNetCtrlClassMac, kNetCtrlMacAddrSet, {0x02, 1, 2, 3, 4, 5}), kNetCtrlErr);
 }
 
 TEST_F(VirtioNetTest, MultiqueuePairsSetAndTxQueueMapping) {
