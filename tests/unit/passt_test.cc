@@ -361,6 +361,54 @@ TEST(FrameStream, ReceiveBufferIsBoundedAndLosesNothing) {
   writer.join();
 }
 
+// maybe_more() tells the owner whether the socket may hold more than the
+// last read took: false after a short read (drained: wait for readiness),
+// true when the read filled all the free space.
+TEST(FrameStream, MaybeMoreOnlyAfterAReadThatFilledTheBuffer) {
+  Pair p = MakePair();
+  FrameStream s(0);  // the minimum: one largest frame with its length
+  s.Attach(p.ours.get());
+  EXPECT_FALSE(s.maybe_more());
+  WriteAll(p.theirs.get(), Framed(Pattern(100, 1)));
+  ASSERT_EQ(*s.Fill(), 104u);
+  EXPECT_FALSE(s.maybe_more());  // a short read: the socket is drained
+
+  // More than the buffer holds: the read fills it and more is waiting.
+  std::vector<uint8_t> buf(kMaxStreamFrame);
+  ASSERT_EQ(*s.Next(buf), 100u);
+  std::vector<uint8_t> many;
+  for (int i = 0; i < 60; ++i) {
+    std::vector<uint8_t> f = Framed(Pattern(1400, static_cast<uint8_t>(i)));
+    many.insert(many.end(), f.begin(), f.end());
+  }
+  ASSERT_GT(many.size(), kStreamHeaderSize + kMaxStreamFrame);
+  WriteAll(p.theirs.get(), many);
+  const size_t first = *s.Fill();
+  EXPECT_EQ(first, kStreamHeaderSize + kMaxStreamFrame);
+  EXPECT_TRUE(s.maybe_more());
+  // Take everything, reading again only while maybe_more says so: every
+  // frame arrives without asking a drained socket.
+  int got = 0;
+  size_t reads = 1;
+  for (;;) {
+    auto len = s.Next(buf);
+    ASSERT_TRUE(len.ok());
+    if (*len > 0) {
+      ASSERT_EQ(std::vector<uint8_t>(buf.begin(), buf.begin() + 1400),
+                Pattern(1400, static_cast<uint8_t>(got)));
+      ++got;
+      continue;
+    }
+    if (!s.maybe_more()) break;
+    ASSERT_GT(*s.Fill(), 0u);
+    ++reads;
+  }
+  EXPECT_EQ(got, 60);
+  EXPECT_EQ(reads, 2u);  // one full read, one short one, no third
+  EXPECT_FALSE(s.maybe_more());
+  EXPECT_TRUE(ReadAvailable(p.ours.get()).empty());
+}
+
 // ---------------------------------------------------------------------------
 // Packets for the real passt.
 
