@@ -252,11 +252,10 @@ def cpu_seconds(pid, tid=None):
         return 0.0
 
 
-def cpu_snapshot(pid, passt_pid=None):
-    """CPU seconds so far: the VMM's threads other than vCPUs ("io"), and passt
-    (flint's child, or the one started for QEMU)."""
-    io = 0.0
-    children = []
+def vmm_threads(pid):
+    """The VMM's threads as (tid, name), and its child processes (flint's
+    passt); None once it is gone."""
+    threads, children = [], []
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -264,13 +263,22 @@ def cpu_snapshot(pid, passt_pid=None):
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                name = f.read().strip()
+                threads.append((tid, f.read().strip()))
             with open(f"/proc/{pid}/task/{tid}/children") as f:
                 children += [int(c) for c in f.read().split()]
         except OSError:
             continue
-        if not VCPU_THREAD.match(name):
-            io += cpu_seconds(pid, tid)
+    return threads, children
+
+
+def cpu_snapshot(pid, passt_pid=None):
+    """CPU seconds so far: the VMM's threads other than vCPUs ("io"), and passt
+    (flint's child, or the one started for QEMU)."""
+    found = vmm_threads(pid)
+    if found is None:
+        return None
+    threads, children = found
+    io = sum(cpu_seconds(pid, tid) for tid, name in threads if not VCPU_THREAD.match(name))
     # passt is single-threaded: its main thread is all of it.
     passt = sum(cpu_seconds(c) for c in children) + (cpu_seconds(passt_pid) if passt_pid else 0)
     return {"io": io, "passt": passt}
@@ -284,14 +292,8 @@ def pin(vmm_pid, passt_pid, flood_pid):
     if len(cpus) < 2:
         return
     rest = set(cpus[:-1])
-    pids = [passt_pid] if passt_pid else []
-    try:
-        for tid in os.listdir(f"/proc/{vmm_pid}/task"):
-            pids.append(int(tid))
-            with open(f"/proc/{vmm_pid}/task/{tid}/children") as f:
-                pids += [int(c) for c in f.read().split()]  # flint's passt
-    except OSError:
-        pass
+    threads, children = vmm_threads(vmm_pid) or ([], [])
+    pids = [int(tid) for tid, _ in threads] + children + ([passt_pid] if passt_pid else [])
     for pid in pids:
         try:
             os.sched_setaffinity(pid, rest)
@@ -443,7 +445,6 @@ def main():
     GUEST = args.guest or os.path.join(args.build, "tests/guest/flint-guest.elf")
     FLOOD = os.path.join(args.build, "bench/udp_flood")
     PIN = args.pin
-    rx_rates = [int(r) for r in args.rx_rates.split(",") if r]
     if not os.access(FLOOD, os.X_OK):
         print(f"net_udp: {FLOOD} missing (build the project first)")
         return 2
@@ -489,28 +490,29 @@ def main():
         for backend, env in backends:
             for mode, size, rate in [(m, z, r) for m in modes for z in sizes
                                      for r in (rx_rates if m == "rx" else [None])]:
-                    RX_RATE = rate or 0
-                    offered = "" if rate is None else f" @{rate // 1000}k" if rate else " @max"
-                    row = {"case": f"{backend} {mode} {size}B{offered}", "size": size}
-                    # VMMs alternate run by run, so a slow spell of the
-                    # machine hits both; each column is the median. Callgrind
-                    # (deterministic) once per case: the first offered rate.
-                    cg = args.callgrind and rate in (None, rx_rates[0])
-                    runs = {vmm: [] for vmm in vmms}
-                    for i in range(args.repeat):
-                        for vmm in vmms:
-                            runs[vmm].append(measure(vmm, mode, size, args.packets, env,
-                                                     cg and i == 0))
+                RX_RATE = rate or 0
+                offered = "" if rate is None else f" @{rate // 1000}k" if rate else " @max"
+                row = {"case": f"{backend} {mode} {size}B{offered}", "size": size}
+                # VMMs alternate run by run, so a slow spell of the
+                # machine hits both; each column is the median. Callgrind
+                # (deterministic) once per case: the first offered rate.
+                cg = args.callgrind and rate in (None, rx_rates[0])
+                runs = {vmm: [] for vmm in vmms}
+                for i in range(args.repeat):
                     for vmm in vmms:
-                        for k in ("pps", "loss", "cyc", "ir", "io_us", "passt_us"):
-                            vals = [r[k] for r in runs[vmm] if r.get(k) is not None]
-                            if vals:
-                                row[f"{vmm}_{k}"] = statistics.median(vals)
-                    pairs = [a["pps"] / b["pps"] for a, b in
-                             zip(runs.get("flint", []), runs.get("qemu", [])) if a.get("pps") and b.get("pps")]
-                    if len(pairs) > 1:
-                        row["ratio_range"] = (min(pairs), max(pairs))
-                    rows.append(row)
+                        runs[vmm].append(measure(vmm, mode, size, args.packets, env,
+                                                 cg and i == 0))
+                for vmm in vmms:
+                    for k in ("pps", "loss", "cyc", "ir", "io_us", "passt_us"):
+                        vals = [r[k] for r in runs[vmm] if r.get(k) is not None]
+                        if vals:
+                            row[f"{vmm}_{k}"] = statistics.median(vals)
+                pairs = [a["pps"] / b["pps"]
+                         for a, b in zip(runs.get("flint", []), runs.get("qemu", []))
+                         if a.get("pps") and b.get("pps")]
+                if len(pairs) > 1:
+                    row["ratio_range"] = (min(pairs), max(pairs))
+                rows.append(row)
     finally:
         for _, env in backends:
             env["sink"].close()
@@ -520,23 +522,24 @@ def main():
     def fmt(v, spec="{:.0f}"):
         return "-" if v is None else spec.format(v)
 
-    print(f"{'case':<17} {'flint pps':>10} {'qemu pps':>10} {'ratio':>6} {'range':>9} {'flint Gb/s':>10} "
-          f"{'qemu Gb/s':>9} {'flint cyc':>9} {'qemu cyc':>9} {'loss f/q':>11} "
+    print(f"{'case':<17} {'flint pps':>10} {'qemu pps':>10} {'ratio':>6} {'range':>9} "
+          f"{'flint Gb/s':>10} {'qemu Gb/s':>9} {'flint cyc':>9} {'qemu cyc':>9} {'loss f/q':>11} "
           f"{'flint Ir':>9} {'qemu Ir':>9} {'io us f/q':>11} {'passt us f/q':>12}")
     for r in rows:
         fp, qp = r.get("flint_pps"), r.get("qemu_pps")
         ratio = fp / qp if fp and qp else None
         gbs = lambda pps: None if pps is None else pps * r["size"] * 8 / 1e9
         loss = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+        us = lambda v: fmt(v, "{:.2f}")
+        # "flint/qemu" of one measurement
+        both = lambda key, show: show(r.get(f"flint_{key}")) + "/" + show(r.get(f"qemu_{key}"))
         rr = r.get("ratio_range")
         rr = f"{rr[0]:.2f}-{rr[1]:.2f}" if rr else "-"
         print(f"{r['case']:<17} {fmt(fp):>10} {fmt(qp):>10} {fmt(ratio, '{:.2f}'):>6} {rr:>9} "
               f"{fmt(gbs(fp), '{:.3f}'):>10} {fmt(gbs(qp), '{:.3f}'):>9} "
               f"{fmt(r.get('flint_cyc')):>9} {fmt(r.get('qemu_cyc')):>9} "
-              f"{loss(r.get('flint_loss')) + '/' + loss(r.get('qemu_loss')):>11} "
-              f"{fmt(r.get('flint_ir')):>9} {fmt(r.get('qemu_ir')):>9} "
-              f"{fmt(r.get('flint_io_us'), '{:.2f}') + '/' + fmt(r.get('qemu_io_us'), '{:.2f}'):>11} "
-              f"{fmt(r.get('flint_passt_us'), '{:.2f}') + '/' + fmt(r.get('qemu_passt_us'), '{:.2f}'):>12}")
+              f"{both('loss', loss):>11} {fmt(r.get('flint_ir')):>9} {fmt(r.get('qemu_ir')):>9} "
+              f"{both('io_us', us):>11} {both('passt_us', us):>12}")
     print("pps = UDP datagrams/s measured on the host (tx: at the sink; rx: two-run difference); "
           "ratio = flint pps / QEMU pps (of the medians with --repeat; range: lowest and highest "
           "ratio of the alternating run pairs); Gb/s = payload only; cyc = guest TSC cycles per "

@@ -151,9 +151,8 @@ class VirtioNet final : public VirtioDevice {
   struct Counters {
     std::atomic<uint64_t> rx_frames{0}, rx_bytes{0}, tx_frames{0}, tx_bytes{0}, drop_short{0},
         drop_long{0}, drop_bad_gso{0}, drop_bad_csum{0}, drop_no_rx_buffers{0}, drop_filtered{0},
-        backend_errors{0},
-        tx_sw_csum{0}, tx_busy{0}, rx_pauses{0}, rx_notifies{0}, swaps{0}, link_changes{0},
-        ctrl_err{0};
+        backend_errors{0}, tx_sw_csum{0}, tx_busy{0}, rx_pauses{0}, rx_notifies{0}, swaps{0},
+        link_changes{0}, ctrl_err{0};
   };
   enum class TxVerdict { kSend, kDrop, kFail };
 

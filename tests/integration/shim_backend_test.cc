@@ -550,8 +550,9 @@ TEST(ParseFlintDeviceStats, DisksThenNicsInConfigOrder) {
       "bytes_read=0 bytes_written=3584 ioerr=0 unsupp=0 bounced=0 inflight_max=1",
       "pci 00:03.0 notify_traps=9 msi=9 intx=0 resets=0 needs_reset=0 link=up queue_pairs=1/1 "
       "rx_frames=3 rx_bytes=300 tx_frames=4 tx_bytes=400 drop_short=1 drop_long=0 "
-      "drop_bad_gso=0 drop_bad_csum=2 drop_no_rx_buffers=5 backend_errors=0 tx_sw_csum=0 "
-      "tx_busy=0 ctrl_err=0 rx_mode=- mac_table=0 link_changes=1 swaps=0 "
+      "drop_bad_gso=0 drop_bad_csum=2 drop_no_rx_buffers=5 drop_filtered=4 backend_errors=0 "
+      "tx_sw_csum=0 tx_busy=0 rx_pauses=0 rx_notifies=2 ctrl_err=0 rx_mode=- mac_table=0/0 "
+      "link_changes=1 swaps=0 "
       "backend=\"passt pid=42 restarts=0\""};
   BackendStats out;
   ParseFlintDeviceStats(lines, config, {"a", "b"}, {"net0"}, &out);
